@@ -1,0 +1,272 @@
+"""Wire protocol v1: every message the node sends or receives, as msgspec structs.
+
+This module does no I/O. Each message is one msgpack array whose first element is the
+message type tag and whose second is the protocol version (see docs/protocol.md). Types
+only grow by appending fields with defaults; a change that cannot be expressed that way
+bumps ``PROTOCOL_VERSION``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Final
+
+import msgspec
+from msgspec import Meta, Struct
+
+PROTOCOL_VERSION: Final = 1
+
+# Caps shared by the codecs and the native decoder (documented in docs/protocol.md).
+MAX_FRAME_BYTES: Final = 1 << 20  # ZMQ_MAXMSGSIZE on every endpoint: larger frames disconnect
+MAX_BODY_FRAMES: Final = 1  # body frames per message after the ROUTER identity
+MAX_BATCH: Final = 1024  # transactions per score request
+MAX_ID_LEN: Final = 64
+
+U64 = Annotated[int, Meta(ge=0)]  # msgpack caps it at 2**64 - 1
+NonNeg = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+RequestId = U64
+ShortStr = Annotated[str, Meta(max_length=MAX_ID_LEN)]
+
+
+class Channel(enum.Enum):
+    """Where a payment was initiated."""
+
+    CARD = "card"
+    TRANSFER = "transfer"
+    MOBILE = "mobile"
+    WEB = "web"
+    ATM = "atm"
+    POS = "pos"
+
+
+class Outcome(enum.Enum):
+    """What the payment system must do with the transaction."""
+
+    ALLOW = "allow"
+    STEP_UP = "step_up"
+    BLOCK = "block"
+    BLOCK_AND_FREEZE = "block_and_freeze"
+
+
+class StepUpMethod(enum.Enum):
+    """How the customer must confirm a ``step_up`` transaction."""
+
+    FACE = "face"
+    SMS_DOWN = "sms_down"
+    SMS_UP = "sms_up"  # customer sends the SMS: used when downlink interception is suspected
+    OLD_DEVICE_CONFIRM = "old_device_confirm"
+
+
+class ScoringPath(enum.Enum):
+    """Which rule path scored the transaction."""
+
+    FULL = "full"
+    TRUSTED = "trusted"
+
+
+class Transaction(Struct, array_like=True, frozen=True, gc=False):
+    """One payment to score. Amounts are integers in the currency's minor unit."""
+
+    tx_id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]
+    account: U64
+    counterparty: U64
+    amount: NonNeg
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")]
+    channel: Channel
+    mcc: Annotated[int, Meta(ge=0, le=9999)]
+    device: ShortStr
+    ip: Annotated[str, Meta(max_length=45)]
+    country: Annotated[str, Meta(pattern="^([A-Z]{2})?$")]
+    city: ShortStr
+    ts_ms: Annotated[int, Meta(ge=0, le=2**53)]
+
+
+class Decision(Struct, array_like=True, frozen=True, gc=False):
+    """The node's verdict on one transaction."""
+
+    tx_id: str
+    outcome: Outcome
+    method: StepUpMethod | None
+    score: int
+    path: ScoringPath
+    fired: tuple[str, ...]
+    ruleset_version: int
+
+
+class _Message(Struct, array_like=True, frozen=True, tag_field="type"):
+    """Base of every wire message: ``[type, v, rid, ...]``."""
+
+    v: int
+    rid: RequestId
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+class Ping(_Message, tag="ping"):
+    """Liveness probe; answered with ``pong`` on every endpoint."""
+
+
+class ScoreRequest(_Message, tag="score"):
+    """Score one transaction or a batch; answered with ``scored`` in request order."""
+
+    txs: list[Transaction]
+
+
+class StatusRequest(_Message, tag="status"):
+    """Ask for the node's counters and identity."""
+
+
+class RulesLoad(_Message, tag="rules_load"):
+    """Validate, compile and atomically install a rule set (TOML text)."""
+
+    source: str
+    filename: str = "<wire>"
+    shadow: bool = False
+
+
+class RulesRollback(_Message, tag="rules_rollback"):
+    """Reinstate the rule set that was live before the current one."""
+
+
+class ShadowReportRequest(_Message, tag="shadow_report"):
+    """Compare the shadow rule set's decisions with the live ones."""
+
+
+class TrustedLoad(_Message, tag="trusted_load"):
+    """Load trusted accounts from a file on the node's host."""
+
+    path: str
+
+
+class Hello(_Message, tag="hello"):
+    """An officer client announces one of its devices."""
+
+    device: ShortStr
+
+
+# -- replies --------------------------------------------------------------------------------
+
+
+class Pong(_Message, tag="pong"):
+    node: str
+    region: str
+    ts_ms: int
+
+
+class ScoreReply(_Message, tag="scored"):
+    decisions: list[Decision]
+
+
+class Busy(_Message, tag="busy"):
+    """The node cannot take the request now; nothing of it was applied."""
+
+    retry_after_ms: int
+
+
+class Error(_Message, tag="error"):
+    """The request was refused; nothing of it was applied."""
+
+    code: int
+    name: str
+    message: str
+
+
+class StatusReply(_Message, tag="status_reply"):
+    info: dict[str, str]
+    counters: dict[str, int]
+
+
+class RulesLoaded(_Message, tag="rules_loaded"):
+    version: int
+    rules: int
+    trusted_rules: int
+    shadow: bool = False
+
+
+class ShadowReport(_Message, tag="shadow_report_reply"):
+    report: dict[str, Any]
+
+
+class TrustedLoaded(_Message, tag="trusted_loaded"):
+    accounts: int
+
+
+class Welcome(_Message, tag="welcome"):
+    node: str
+    region: str
+
+
+IngestRequest = Ping | ScoreRequest
+ServiceRequest = Ping | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | TrustedLoad
+ClientRequest = Ping | Hello
+Request = Ping | ScoreRequest | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | (
+    TrustedLoad | Hello
+)
+Reply = (
+    Pong
+    | ScoreReply
+    | Busy
+    | Error
+    | StatusReply
+    | RulesLoaded
+    | ShadowReport
+    | TrustedLoaded
+    | Welcome
+)
+
+REQUEST_TAGS: Final = frozenset(
+    t.__struct_config__.tag  # type: ignore[attr-defined]
+    for t in (Ping, ScoreRequest, StatusRequest, RulesLoad, RulesRollback,
+              ShadowReportRequest, TrustedLoad, Hello)
+)
+REPLY_TAGS: Final = frozenset(
+    t.__struct_config__.tag  # type: ignore[attr-defined]
+    for t in (Pong, ScoreReply, Busy, Error, StatusReply, RulesLoaded, ShadowReport,
+              TrustedLoaded, Welcome)
+)
+
+
+def encoder() -> msgspec.msgpack.Encoder:
+    """A fresh encoder; each socket owner keeps one and reuses it."""
+    return msgspec.msgpack.Encoder()
+
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_BODY_FRAMES",
+    "MAX_FRAME_BYTES",
+    "MAX_ID_LEN",
+    "PROTOCOL_VERSION",
+    "REPLY_TAGS",
+    "REQUEST_TAGS",
+    "Busy",
+    "Channel",
+    "ClientRequest",
+    "Decision",
+    "Error",
+    "Hello",
+    "IngestRequest",
+    "Outcome",
+    "Ping",
+    "Pong",
+    "Reply",
+    "Request",
+    "RulesLoad",
+    "RulesLoaded",
+    "RulesRollback",
+    "ScoreReply",
+    "ScoreRequest",
+    "ScoringPath",
+    "ServiceRequest",
+    "ShadowReport",
+    "ShadowReportRequest",
+    "StatusReply",
+    "StatusRequest",
+    "StepUpMethod",
+    "Transaction",
+    "TrustedLoad",
+    "TrustedLoaded",
+    "Welcome",
+    "encoder",
+]
