@@ -197,6 +197,23 @@ class Welcome(_Message, tag="welcome"):
     region: str
 
 
+class Severity(enum.Enum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class AlertNotice(_Message, tag="alert"):
+    """Pushed to officer clients (rid 0) when a decision needs people."""
+
+    alert_id: int
+    severity: Severity
+    account: int
+    decision: Decision
+    decided_unix_ns: int  # node wall clock (ns since the epoch) at the decision
+
+
 IngestRequest = Ping | ScoreRequest
 ServiceRequest = Ping | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | TrustedLoad
 ClientRequest = Ping | Hello
@@ -213,6 +230,7 @@ Reply = (
     | ShadowReport
     | TrustedLoaded
     | Welcome
+    | AlertNotice
 )
 
 REQUEST_TAGS: Final = frozenset(
@@ -223,7 +241,7 @@ REQUEST_TAGS: Final = frozenset(
 REPLY_TAGS: Final = frozenset(
     t.__struct_config__.tag  # type: ignore[attr-defined]
     for t in (Pong, ScoreReply, Busy, Error, StatusReply, RulesLoaded, ShadowReport,
-              TrustedLoaded, Welcome)
+              TrustedLoaded, Welcome, AlertNotice)
 )
 
 
@@ -233,6 +251,7 @@ def encoder() -> msgspec.msgpack.Encoder:
 
 
 __all__ = [
+    "AlertNotice",
     "MAX_BATCH",
     "MAX_BODY_FRAMES",
     "MAX_FRAME_BYTES",
@@ -259,6 +278,7 @@ __all__ = [
     "ScoreRequest",
     "ScoringPath",
     "ServiceRequest",
+    "Severity",
     "ShadowReport",
     "ShadowReportRequest",
     "StatusReply",

@@ -1,0 +1,118 @@
+"""Node configuration: embedded defaults, an optional TOML file, and strict validation.
+
+Every option is documented in :data:`CONFIG_REFERENCE` (printed by ``gateway node --help``
+and ``gateway config --example``). A bad file is reported with its path, the key and the
+reason, and the node does not start.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from gateway.errors import ConfigError
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Url = Annotated[str, Meta(pattern=r"^(tcp|ipc|inproc)://.+$")]
+
+
+class NodeSection(Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "node-1"
+    region: Annotated[str, Meta(pattern=r"^[a-z0-9-]{1,32}$")] = "local"
+    data_dir: str = "./gateway-data"
+    rules: str = ""
+    trusted: str = ""
+    loop: Literal["uvloop", "asyncio", "trio"] = "uvloop"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class EndpointsSection(Struct, forbid_unknown_fields=True, kw_only=True):
+    ingest: Url = "tcp://127.0.0.1:7710"
+    clients: Url = "tcp://127.0.0.1:7711"
+    services: Url = "tcp://127.0.0.1:7712"
+
+
+class MetricsSection(Struct, forbid_unknown_fields=True, kw_only=True):
+    port: Port = 0
+    host: str = "127.0.0.1"
+
+
+class AlertsSection(Struct, forbid_unknown_fields=True, kw_only=True):
+    min_score: Annotated[int, Meta(ge=0)] = 0
+
+
+class Config(Struct, forbid_unknown_fields=True, kw_only=True):
+    node: NodeSection = msgspec.field(default_factory=NodeSection)
+    endpoints: EndpointsSection = msgspec.field(default_factory=EndpointsSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
+    alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
+
+
+CONFIG_REFERENCE = """\
+# risk-gateway node configuration (TOML). Every key is optional; shown are the defaults.
+
+[node]
+name = "node-1"            # node name in status, metrics and the journal ([A-Za-z0-9_.-])
+region = "local"           # region this node serves ([a-z0-9-])
+data_dir = "./gateway-data" # SQLite database and state; created if missing
+rules = ""                 # rule file (TOML) loaded at start; "" = the last rule set kept
+                           # in the database, else the embedded default rule set
+trusted = ""               # trusted-accounts file loaded at start; "" = none
+loop = "uvloop"            # event loop: uvloop | asyncio | trio
+log_level = "info"         # debug | info | warning | error
+
+[endpoints]                # ZeroMQ ROUTER endpoints (tcp://host:port, ipc://path)
+ingest = "tcp://127.0.0.1:7710"    # payment systems: score requests
+clients = "tcp://127.0.0.1:7711"   # officer apps
+services = "tcp://127.0.0.1:7712"  # business systems and operators (status, rules, ...)
+
+[metrics]
+port = 0                   # Prometheus text endpoint port; 0 = off
+host = "127.0.0.1"         # address the metrics endpoint listens on
+
+[alerts]
+min_score = 0              # also raise an alert for an `allow` decision at or above this
+                           # score (0 = only step_up, block and block_and_freeze alert)
+"""
+
+_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def _split_error(exc: msgspec.ValidationError) -> tuple[str, str]:
+    match = _AT.match(str(exc))
+    assert match is not None
+    reason = match.group("reason")
+    path = (match.group("path") or "").lstrip(".")
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
+    if unknown:
+        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        reason = "unknown key"
+    return path or "<top>", reason
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), "<file>", exc.strerror or str(exc)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), "<syntax>", str(exc)) from None
+    try:
+        return msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        key, reason = _split_error(exc)
+        raise ConfigError(str(p), key, reason) from None
+
+
+__all__ = ["CONFIG_REFERENCE", "Config", "load_config"]

@@ -1,0 +1,257 @@
+"""``gateway demo``: a node, a simulated payment stream and simulated officers in one process.
+
+Everything runs on embedded defaults: a temporary data directory, free loopback ports, the
+default rule set and generated trusted accounts. The payment systems and the officers talk
+to the node over real ZeroMQ sockets, exactly as external ones would.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from gateway import wire
+from gateway.codec import Endpoint
+from gateway.config import Config, EndpointsSection, NodeSection
+from gateway.counters import LatencyHistogram
+from gateway.errors import GatewayError
+from gateway.node import Node
+from gateway.runtime import Loop, run
+from gateway.scoring import TransactionGenerator
+from gateway.transport import DealerConnection, open_dealer
+
+BATCH = 64
+MAX_IN_FLIGHT = 64
+
+
+@dataclass
+class DemoStats:
+    sent: int = 0
+    decided: int = 0
+    errors: int = 0
+    failed: int = 0  # transactions in requests that got no decision
+    busy: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    paths: dict[str, int] = field(default_factory=dict)
+    alerts_received: int = 0
+    alerts_by_severity: dict[str, int] = field(default_factory=dict)
+    round_trip: LatencyHistogram = field(default_factory=LatencyHistogram)
+    alert_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    started: float = field(default_factory=time.monotonic)
+    finished: float = 0.0
+
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+
+async def _producer(conn: DealerConnection, gen: TransactionGenerator, stats: DemoStats,
+                    seconds: float, rate: int) -> None:
+    """Send paced, pipelined score requests (mostly batches, some single transactions)."""
+    limiter = anyio.CapacityLimiter(MAX_IN_FLIGHT)
+    tick = 0.01
+    per_tick = max(1, int(rate * tick))
+
+    async def one(txs: list[wire.Transaction]) -> None:
+        async with limiter:
+            rid = conn.next_rid()
+            t0 = time.perf_counter()
+            try:
+                reply = await conn.request(wire.ScoreRequest(wire.PROTOCOL_VERSION, rid, txs),
+                                           timeout=10)
+            except GatewayError:
+                stats.errors += 1
+                stats.failed += len(txs)
+                return
+            stats.round_trip.record_us((time.perf_counter() - t0) * 1e6)
+            if isinstance(reply, wire.ScoreReply):
+                stats.decided += len(reply.decisions)
+                for d in reply.decisions:
+                    stats.outcomes[d.outcome.value] = stats.outcomes.get(d.outcome.value, 0) + 1
+                    stats.paths[d.path.value] = stats.paths.get(d.path.value, 0) + 1
+            elif isinstance(reply, wire.Busy):
+                stats.busy += 1
+                stats.failed += len(txs)
+            else:
+                stats.errors += 1
+                stats.failed += len(txs)
+
+    deadline = time.monotonic() + seconds
+    next_tick = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        while time.monotonic() < deadline:
+            remaining = per_tick
+            while remaining > 0:
+                n = 1 if remaining % 7 == 0 else min(BATCH, remaining)
+                tg.start_soon(one, gen.batch(n))
+                stats.sent += n
+                remaining -= n
+            next_tick += tick
+            await anyio.sleep(max(0.0, next_tick - time.monotonic()))
+
+
+async def _officer(url: str, device: str, stats: DemoStats, ready: anyio.Event) -> None:
+    def on_push(msg: Any) -> None:
+        if isinstance(msg, wire.AlertNotice):
+            stats.alerts_received += 1
+            sev = msg.severity.value
+            stats.alerts_by_severity[sev] = stats.alerts_by_severity.get(sev, 0) + 1
+            stats.alert_latency.record_us((time.time_ns() - msg.decided_unix_ns) / 1000)
+
+    async with open_dealer(url, on_unmatched=on_push) as conn:
+        reply = await conn.request(wire.Hello(wire.PROTOCOL_VERSION, conn.next_rid(), device))
+        if not isinstance(reply, wire.Welcome):
+            raise GatewayError(f"officer {device}: unexpected reply {reply!r}")
+        ready.set()
+        await anyio.sleep_forever()
+
+
+def _table(stats: DemoStats, node: Node, seconds: float) -> Table:
+    elapsed = stats.elapsed()
+    table = Table(title=f"risk-gateway demo  {elapsed:5.1f} / {seconds:g} s", min_width=60)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("payments sent", f"{stats.sent:,}")
+    table.add_row("decisions", f"{stats.decided:,}")
+    table.add_row("throughput", f"{stats.decided / elapsed if elapsed else 0:,.0f} tx/s")
+    for outcome in ("allow", "step_up", "block", "block_and_freeze"):
+        table.add_row(f"  {outcome}", f"{stats.outcomes.get(outcome, 0):,}")
+    for path in ("trusted", "full"):
+        table.add_row(f"  {path} path", f"{stats.paths.get(path, 0):,}")
+    table.add_row("alerts received by officers", f"{stats.alerts_received:,}")
+    for sev in ("critical", "high", "medium", "low"):
+        if stats.alerts_by_severity.get(sev):
+            table.add_row(f"  {sev}", f"{stats.alerts_by_severity[sev]:,}")
+    rt = stats.round_trip
+    table.add_row("request round trip p50 / p99",
+                  f"{rt.percentile_us(0.5) / 1000:.2f} / {rt.percentile_us(0.99) / 1000:.2f} ms")
+    al = stats.alert_latency
+    table.add_row("decision -> officer p50 / p99",
+                  f"{al.percentile_us(0.5) / 1000:.2f} / {al.percentile_us(0.99) / 1000:.2f} ms")
+    table.add_row("native scoring p50 per tx",
+                  f"{node.latency.percentile_us(0.5):.2f} us")
+    table.add_row("errors / busy replies", f"{stats.errors} / {stats.busy}")
+    return table
+
+
+async def _demo(seconds: float, rate: int, officers: int, seed: int, live: bool,
+                console: Console) -> DemoStats:
+    with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp:
+        gen = TransactionGenerator(seed=seed)
+        trusted_path = Path(tmp) / "trusted.csv"
+        n_trusted = gen.write_trusted_file(trusted_path)
+        cfg = Config(
+            node=NodeSection(name="demo-node", region="demo", data_dir=str(Path(tmp) / "data"),
+                             trusted=str(trusted_path)),
+            endpoints=EndpointsSection(ingest="tcp://127.0.0.1:*", clients="tcp://127.0.0.1:*",
+                                       services="tcp://127.0.0.1:*"),
+        )
+        node = Node(cfg, out=io.StringIO(), handle_signals=False)
+        console.print(f"[bold]risk-gateway demo[/]: node {cfg.node.name}, default rules "
+                      f"v{node.engine.info.version} ({node.engine.info.rules} rules), "
+                      f"{n_trusted:,} trusted accounts, {officers} officers, "
+                      f"{rate:,} payments/s for {seconds:g} s")
+        stats = DemoStats()
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            clients_url = node.endpoints[Endpoint.CLIENTS].url
+            for i in range(officers):
+                ready = anyio.Event()
+                tg.start_soon(_officer, clients_url, f"officer-{i + 1}/phone", stats, ready)
+                with anyio.fail_after(5):
+                    await ready.wait()
+            stats.started = time.monotonic()
+            async with open_dealer(node.endpoints[Endpoint.INGEST].url) as conn:
+                if live:
+                    with Live(_table(stats, node, seconds), console=console,
+                              refresh_per_second=4, transient=False) as view:
+                        async with anyio.create_task_group() as ptg:
+                            ptg.start_soon(_producer, conn, gen, stats, seconds, rate)
+
+                            async def refresh() -> None:
+                                while True:
+                                    view.update(_table(stats, node, seconds))
+                                    await anyio.sleep(0.25)
+
+                            ptg.start_soon(refresh)
+                            await _wait_done(stats, seconds)
+                            ptg.cancel_scope.cancel()
+                        stats.finished = time.monotonic()
+                        view.update(_table(stats, node, seconds))
+                else:
+                    async with anyio.create_task_group() as ptg:
+                        ptg.start_soon(_producer, conn, gen, stats, seconds, rate)
+                        last = 0.0
+                        while stats.elapsed() < seconds:
+                            await anyio.sleep(0.5)
+                            if stats.elapsed() - last >= 1.0:
+                                last = stats.elapsed()
+                                console.print(f"{last:5.1f}s  {stats.decided:,} decisions, "
+                                              f"{stats.alerts_received:,} alerts")
+                        await _wait_done(stats, 0)
+                        ptg.cancel_scope.cancel()
+                    stats.finished = time.monotonic()
+            # let the last alerts reach the officers, then stop
+            with anyio.move_on_after(1.0):
+                while stats.alerts_received < officers * _alerts_raised(node):
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+        return stats
+
+
+def _alerts_raised(node: Node) -> int:
+    snap = node.counters.snapshot()
+    return sum(v for k, v in snap.items() if k.startswith("alerts."))
+
+
+async def _wait_done(stats: DemoStats, seconds: float) -> None:
+    while stats.elapsed() < seconds:
+        await anyio.sleep(0.05)
+    with anyio.move_on_after(15):
+        while stats.decided + stats.failed < stats.sent:
+            await anyio.sleep(0.02)
+
+
+def _summary(stats: DemoStats, console: Console) -> None:
+    elapsed = stats.elapsed()
+    lines = [
+        "summary",
+        f"  payments scored        {stats.decided:,} in {elapsed:.1f} s "
+        f"({stats.decided / elapsed if elapsed else 0:,.0f} tx/s)",
+        "  decisions              " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(stats.outcomes.items())),
+        "  paths                  " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(stats.paths.items())),
+        f"  alerts to officers     {stats.alerts_received:,} "
+        f"(p50 {stats.alert_latency.percentile_us(0.5) / 1000:.2f} ms, "
+        f"p99 {stats.alert_latency.percentile_us(0.99) / 1000:.2f} ms)",
+        f"  round trip             p50 {stats.round_trip.percentile_us(0.5) / 1000:.2f} ms, "
+        f"p99 {stats.round_trip.percentile_us(0.99) / 1000:.2f} ms",
+        f"  errors                 {stats.errors}, busy replies {stats.busy}",
+    ]
+    console.print(Group(*lines))
+
+
+def run_demo(*, seconds: float = 10.0, rate: int = 20_000, officers: int = 3, seed: int = 7,
+             live: bool = True, loop: Loop = "uvloop") -> int:
+    """Run the demo; returns the process exit status (0 when every payment got a decision)."""
+    console = Console(file=sys.stdout)
+    live = live and console.is_terminal
+    stats = run(_demo, seconds, rate, officers, seed, live, console, loop=loop)
+    _summary(stats, console)
+    ok = stats.errors == 0 and stats.decided == stats.sent and stats.decided > 0
+    if not ok:
+        console.print("[red]demo failed: not every payment got a decision[/]")
+    return 0 if ok else 1
+
+
+__all__ = ["run_demo"]

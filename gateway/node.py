@@ -1,0 +1,290 @@
+"""A regional node: binds the endpoints, scores payments, raises alerts, answers operators.
+
+This is I/O shell: the decisions are made by the scoring engine, the wire rules by
+``gateway.codec``; this module wires them to sockets, the database and the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import zmq
+
+from gateway import __version__, wire
+from gateway.codec import Endpoint, EndpointCodec
+from gateway.config import Config
+from gateway.counters import Counters, LatencyHistogram
+from gateway.errors import ErrorCode, GatewayError, ProtocolError
+from gateway.scoring import DEFAULT_RULES_PATH, RuleFileError, ScoringEngine
+from gateway.store import Store
+from gateway.transport import RouterEndpoint
+
+log = logging.getLogger(__name__)
+
+_SEVERITY = {
+    wire.Outcome.BLOCK_AND_FREEZE: wire.Severity.CRITICAL,
+    wire.Outcome.BLOCK: wire.Severity.HIGH,
+    wire.Outcome.STEP_UP: wire.Severity.MEDIUM,
+    wire.Outcome.ALLOW: wire.Severity.LOW,
+}
+
+
+class Node:
+    """One regional node. ``await node.run()`` serves until cancelled or signalled."""
+
+    def __init__(self, config: Config, *, out: TextIO | None = None,
+                 handle_signals: bool = True) -> None:
+        self.config = config
+        self.counters = Counters()
+        self.latency = LatencyHistogram()
+        self.started = time.time()
+        self.out = out if out is not None else sys.stdout
+        self.handle_signals = handle_signals
+        self.store = Store(config.node.data_dir)
+        self.engine = self._open_engine()
+        if config.node.trusted:
+            n = self.engine.load_trusted(config.node.trusted)
+            self.counters.inc("trusted_loaded", n)
+        self._codecs = {ep: EndpointCodec(ep) for ep in Endpoint}
+        self._encode = wire.encoder().encode
+        self._officers: dict[bytes, str] = {}
+        self._alert_seq = 0
+        self.endpoints: dict[Endpoint, RouterEndpoint] = {}
+        self.ready = anyio.Event()
+        self._stop: Callable[[], None] | None = None
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def _open_engine(self) -> ScoringEngine:
+        kept = self.store.live_rulesets()
+        rules = self.config.node.rules
+        if rules:
+            path = Path(rules)
+            try:
+                source = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise GatewayError(f"rule file {path}: {exc.strerror}") from None
+            engine = ScoringEngine(source, str(path))
+            self.store.record_ruleset(str(path), source, engine.info.rules, "live")
+        elif kept:
+            last = kept[-1]
+            engine = ScoringEngine(last.source, last.filename)
+        else:
+            source = Path(DEFAULT_RULES_PATH).read_text(encoding="utf-8")
+            engine = ScoringEngine(source, "default_rules.toml")
+            self.store.record_ruleset("default_rules.toml", source, engine.info.rules, "live")
+        return engine
+
+    def stop(self) -> None:
+        """Ask a running node to stop (safe to call from the node's own event loop)."""
+        if self._stop is not None:
+            self._stop()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[Node] = anyio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        ctx: zmq.Context[Any] = zmq.Context()
+        cfg = self.config
+        try:
+            urls = {Endpoint.INGEST: cfg.endpoints.ingest, Endpoint.CLIENTS: cfg.endpoints.clients,
+                    Endpoint.SERVICES: cfg.endpoints.services}
+            for ep, url in urls.items():
+                try:
+                    self.endpoints[ep] = RouterEndpoint(ctx, ep.value, url, self.counters)
+                except zmq.ZMQError as exc:
+                    raise GatewayError(f"cannot bind the {ep.value} endpoint {url}: {exc}") from None
+            self.endpoints[Endpoint.CLIENTS].on_unroutable = self._officer_gone
+            metrics = None
+            if cfg.metrics.port:
+                from gateway.metrics import start_metrics_server
+
+                metrics = start_metrics_server(self, cfg.metrics.host, cfg.metrics.port)
+            self._announce(metrics)
+            async with anyio.create_task_group() as tg:
+                self._stop = tg.cancel_scope.cancel
+                handlers = {Endpoint.INGEST: self._on_ingest, Endpoint.CLIENTS: self._on_client,
+                            Endpoint.SERVICES: self._on_service}
+                for ep, sock in self.endpoints.items():
+                    tg.start_soon(sock.serve, handlers[ep])
+                if self.handle_signals:
+                    tg.start_soon(self._watch_signals, tg.cancel_scope)
+                self.ready.set()
+                task_status.started(self)
+        finally:
+            for sock in self.endpoints.values():
+                sock.close()
+            ctx.term()
+            self.store.close()
+            print(f"gateway node {cfg.node.name}: stopped", file=self.out, flush=True)
+
+    def _announce(self, metrics: Any) -> None:
+        cfg = self.config
+        info = self.engine.info
+        lines = [
+            f"gateway node {cfg.node.name} (region {cfg.node.region}) ready, pid {os.getpid()}",
+            f"  data      {Path(cfg.node.data_dir).resolve()}",
+            f"  rules     {info.filename} v{info.version}: {info.rules} rules, "
+            f"{info.trusted_rules} on the trusted path",
+        ]
+        for ep, sock in self.endpoints.items():
+            lines.append(f"  {ep.value:<9} {sock.url}")
+        if metrics is not None:
+            lines.append(f"  metrics   http://{cfg.metrics.host}:{cfg.metrics.port}/metrics")
+        print("\n".join(lines), file=self.out, flush=True)
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                print(f"gateway node: {signal.Signals(signum).name}, stopping",
+                      file=self.out, flush=True)
+                scope.cancel()
+                return
+
+    # -- handlers (run inside each endpoint's owner task) -----------------------------------
+
+    def _refuse(self, ep: Endpoint, err: ProtocolError) -> bytes:
+        self.counters.inc(f"{ep.value}_errors.{err.code.name}")
+        log.info("%s: refused: %s", ep.value, err)
+        return self._codecs[ep].error_reply(err)
+
+    def _decode(self, ep: Endpoint, frames: Sequence[bytes], dropped: int) -> Any:
+        if dropped:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_FRAMES,
+                f"{len(frames) + dropped} body frames; at most {wire.MAX_BODY_FRAMES} accepted",
+            )
+        return self._codecs[ep].decode(frames)
+
+    def _pong(self, rid: int) -> bytes:
+        cfg = self.config.node
+        return self._encode(wire.Pong(wire.PROTOCOL_VERSION, rid, cfg.name, cfg.region,
+                                      int(time.time() * 1000)))
+
+    def _on_ingest(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes:
+        try:
+            msg = self._decode(Endpoint.INGEST, frames, dropped)
+        except ProtocolError as err:
+            return self._refuse(Endpoint.INGEST, err)
+        if isinstance(msg, wire.Ping):
+            return self._pong(msg.rid)
+        t0 = time.perf_counter_ns()
+        decisions = self.engine.score_batch(msg.txs)
+        elapsed = time.perf_counter_ns() - t0
+        self.latency.record_us(elapsed / 1000 / len(decisions))
+        counters = self.counters
+        counters.inc("score_requests")
+        counters.inc("decisions", len(decisions))
+        min_score = self.config.alerts.min_score
+        for tx, d in zip(msg.txs, decisions, strict=True):
+            counters.inc(f"decisions.{d.outcome.value}")
+            if d.outcome is not wire.Outcome.ALLOW or (min_score and d.score >= min_score):
+                self._raise_alert(tx, d)
+        return self._encode(wire.ScoreReply(wire.PROTOCOL_VERSION, msg.rid, decisions))
+
+    def _raise_alert(self, tx: wire.Transaction, d: wire.Decision) -> None:
+        self._alert_seq += 1
+        severity = _SEVERITY[d.outcome]
+        self.counters.inc(f"alerts.{severity.value}")
+        if not self._officers:
+            return
+        body = self._encode(wire.AlertNotice(wire.PROTOCOL_VERSION, 0, self._alert_seq, severity,
+                                             tx.account, d, time.time_ns()))
+        clients = self.endpoints[Endpoint.CLIENTS]
+        for ident in self._officers:
+            clients.send_nowait(ident, body)
+        self.counters.inc("alert_notices_sent", len(self._officers))
+
+    def _officer_gone(self, ident: bytes) -> None:
+        if self._officers.pop(ident, None) is not None:
+            self.counters.inc("officers_dropped")
+            self.counters.set_gauge("officers_now", len(self._officers))
+
+    def _on_client(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes:
+        try:
+            msg = self._decode(Endpoint.CLIENTS, frames, dropped)
+        except ProtocolError as err:
+            return self._refuse(Endpoint.CLIENTS, err)
+        if isinstance(msg, wire.Hello):
+            self._officers[ident] = msg.device
+            self.counters.set_gauge("officers_now", len(self._officers))
+            cfg = self.config.node
+            return self._encode(wire.Welcome(wire.PROTOCOL_VERSION, msg.rid, cfg.name, cfg.region))
+        return self._pong(msg.rid)
+
+    def _on_service(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes:
+        try:
+            msg = self._decode(Endpoint.SERVICES, frames, dropped)
+        except ProtocolError as err:
+            return self._refuse(Endpoint.SERVICES, err)
+        v = wire.PROTOCOL_VERSION
+        try:
+            if isinstance(msg, wire.Ping):
+                return self._pong(msg.rid)
+            if isinstance(msg, wire.StatusRequest):
+                return self._encode(wire.StatusReply(v, msg.rid, self.status_info(),
+                                                     self.counters.snapshot()))
+            if isinstance(msg, wire.RulesLoad):
+                return self._rules_load(msg)
+            if isinstance(msg, wire.RulesRollback):
+                info = self.engine.rollback()
+                self.store.record_ruleset(info.filename, self._source_of(info.version),
+                                          info.rules, "rollback")
+                self.counters.inc("rules_rollbacks")
+                return self._encode(wire.RulesLoaded(v, msg.rid, info.version, info.rules,
+                                                     info.trusted_rules))
+            if isinstance(msg, wire.ShadowReportRequest):
+                return self._encode(wire.ShadowReport(v, msg.rid, self.engine.shadow_report()))
+            if isinstance(msg, wire.TrustedLoad):
+                n = self.engine.load_trusted(msg.path)
+                self.counters.inc("trusted_loaded", n)
+                return self._encode(wire.TrustedLoaded(v, msg.rid, n))
+        except RuleFileError as exc:
+            return self._refuse(Endpoint.SERVICES,
+                                ProtocolError(ErrorCode.RULES_INVALID, str(exc), msg.rid))
+        except (GatewayError, OSError) as exc:
+            return self._refuse(Endpoint.SERVICES,
+                                ProtocolError(ErrorCode.INVALID, str(exc), msg.rid))
+        raise AssertionError(f"unhandled service message {msg!r}")  # pragma: no cover
+
+    def _rules_load(self, msg: wire.RulesLoad) -> bytes:
+        if msg.shadow:
+            info = self.engine.load_shadow(msg.source, msg.filename)
+            self.counters.inc("rules_shadow_loads")
+        else:
+            info = self.engine.load_rules(msg.source, msg.filename)
+            self.store.record_ruleset(msg.filename, msg.source, info.rules, "live")
+            self.counters.inc("rules_loads")
+        log.info("rules %s v%d loaded (%d rules)%s", msg.filename, info.version, info.rules,
+                 " as shadow" if msg.shadow else "")
+        return self._encode(wire.RulesLoaded(wire.PROTOCOL_VERSION, msg.rid, info.version,
+                                             info.rules, info.trusted_rules, msg.shadow))
+
+    def _source_of(self, version: int) -> str:
+        return ""
+
+    def status_info(self) -> dict[str, str]:
+        cfg = self.config.node
+        info = self.engine.info
+        out = {
+            "node": cfg.name,
+            "region": cfg.region,
+            "version": __version__,
+            "pid": str(os.getpid()),
+            "uptime_s": f"{time.time() - self.started:.1f}",
+            "rules": f"{info.filename} v{info.version} ({info.rules} rules)",
+            "score_p50_us": f"{self.latency.percentile_us(0.5):.2f}",
+            "score_p99_us": f"{self.latency.percentile_us(0.99):.2f}",
+        }
+        for ep, sock in self.endpoints.items():
+            out[f"endpoint.{ep.value}"] = sock.url
+        return out
+
+
+__all__ = ["Node"]

@@ -1,0 +1,96 @@
+"""The node's embedded SQLite database: identity and the kept rule-set versions.
+
+The database lives in the node's data directory (``node.db``) in WAL mode with
+``synchronous=FULL``. Later layers (journal, deliveries, incidents) add their own tables
+through :data:`MIGRATIONS`, applied in order and recorded in ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+SCHEMA: Final = 1
+MIGRATIONS: Final[list[str]] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE rulesets (
+        version   INTEGER PRIMARY KEY,
+        filename  TEXT NOT NULL,
+        source    TEXT NOT NULL,
+        rules     INTEGER NOT NULL,
+        loaded_ms INTEGER NOT NULL,
+        kind      TEXT NOT NULL CHECK (kind IN ('live', 'shadow', 'rollback'))
+    );
+    """,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRuleSet:
+    version: int
+    filename: str
+    source: str
+    kind: str
+
+
+class Store:
+    """Thin synchronous access to ``node.db``; owned by the node's event-loop thread."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "node.db"
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for i, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in filter(str.strip, sql.split(";")):
+                    self.db.execute(stmt)
+                self.db.execute("INSERT INTO schema_version VALUES (?)", (i,))
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def record_ruleset(self, filename: str, source: str, rules: int, kind: str) -> int:
+        """Keep a rule set; returns its version (1, 2, ... across restarts)."""
+        cur = self.db.execute(
+            "INSERT INTO rulesets (filename, source, rules, loaded_ms, kind) VALUES (?,?,?,?,?)",
+            (filename, source, rules, int(time.time() * 1000), kind),
+        )
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def next_ruleset_version(self) -> int:
+        row = self.db.execute("SELECT max(version) FROM rulesets").fetchone()
+        return int(row[0] or 0) + 1
+
+    def live_rulesets(self) -> list[StoredRuleSet]:
+        """Live and rollback entries, oldest first (the last one is the running set)."""
+        rows = self.db.execute(
+            "SELECT version, filename, source, kind FROM rulesets "
+            "WHERE kind IN ('live', 'rollback') ORDER BY version"
+        ).fetchall()
+        return [StoredRuleSet(int(v), str(f), str(s), str(k)) for v, f, s, k in rows]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+__all__ = ["MIGRATIONS", "SCHEMA", "Store", "StoredRuleSet"]

@@ -1,0 +1,340 @@
+"""The one module that waits on ZeroMQ sockets.
+
+Each socket here has exactly one owning task, which alone receives and sends on it; other
+tasks hand outgoing messages to the owner with :meth:`RouterEndpoint.send_nowait`, which
+never blocks. The owner waits for readiness with ``anyio.wait_readable`` on the socket's
+file descriptor, so the same code runs on asyncio (with or without uvloop) and on trio.
+
+ZeroMQ's descriptor is edge-triggered: the owner drains the socket until ``EAGAIN`` and
+re-reads ``ZMQ_EVENTS`` before it goes back to sleep.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import anyio
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from gateway import wire
+from gateway.codec import ReplyCodec
+from gateway.counters import Counters
+from gateway.errors import ProtocolError, RequestTimeoutError
+
+log = logging.getLogger(__name__)
+
+RECV_BURST: Final = 256  # messages handled before the owner yields to other tasks
+SEND_HWM: Final = 10_000
+RECV_HWM: Final = 10_000
+
+# handler(identity, body_frames, frames_dropped) -> reply body or None (reply later or never)
+Handler = Callable[[bytes, Sequence[bytes], int], bytes | None]
+
+
+def configure_router(sock: zmq.Socket[Any]) -> None:
+    """Options every node ROUTER socket carries (see docs/protocol.md, "Endpoints")."""
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
+    sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+    sock.setsockopt(zmq.RCVHWM, RECV_HWM)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 6000)
+
+
+async def _wait_fd(sock: zmq.Socket[Any], scope_holder: list[anyio.CancelScope | None],
+                   want_out: Callable[[], bool]) -> None:
+    """Sleep until ``sock`` can make progress or someone cancels the stored scope.
+
+    Progress means input is queued, or ``want_out()`` says we have output and the socket
+    accepts it.
+    """
+    events = sock.getsockopt(zmq.EVENTS)
+    if events & zmq.POLLIN or (events & zmq.POLLOUT and want_out()):
+        await anyio.lowlevel.checkpoint()
+        return
+    with anyio.CancelScope() as scope:
+        scope_holder[0] = scope
+        await anyio.wait_readable(sock.getsockopt(zmq.FD))
+    scope_holder[0] = None
+
+
+def _recv_frames(sock: zmq.Socket[Any], max_frames: int) -> tuple[list[bytes], int]:
+    """Receive one whole multipart message without blocking; keep at most ``max_frames``.
+
+    Raises ``zmq.Again`` when nothing is queued. Frames past the cap are read and dropped
+    (their number is returned) so a peer cannot make us hold an unbounded message.
+    """
+    frames = [sock.recv(zmq.NOBLOCK)]
+    dropped = 0
+    while sock.getsockopt(zmq.RCVMORE):
+        part = sock.recv(zmq.NOBLOCK)
+        if len(frames) < max_frames:
+            frames.append(part)
+        else:
+            dropped += 1
+    return frames, dropped
+
+
+class RouterEndpoint:
+    """A bound ROUTER socket and its owner loop."""
+
+    def __init__(self, ctx: zmq.Context[Any], name: str, url: str, counters: Counters,
+                 *, curve_server_key: bytes | None = None) -> None:
+        self.name = name
+        self.counters = counters
+        self._sock: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
+        configure_router(self._sock)
+        if curve_server_key is not None:
+            self._sock.curve_server = True
+            self._sock.curve_secretkey = curve_server_key
+        self._sock.bind(url)
+        self.url: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._monitor: zmq.Socket[Any] = self._sock.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        )
+        self._outbox: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._wake: list[anyio.CancelScope | None] = [None]
+        self._closed = False
+        self.on_unroutable: Callable[[bytes], None] | None = None
+
+    def send_nowait(self, identity: bytes, body: bytes) -> None:
+        """Queue a message for ``identity``; the owner task sends it."""
+        self._outbox.append((identity, body))
+        scope = self._wake[0]
+        if scope is not None:
+            scope.cancel()
+
+    def _send(self, identity: bytes, body: bytes) -> None:
+        try:
+            self._sock.send_multipart((identity, body), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                self.counters.inc(f"{self.name}_unroutable")
+                log.warning("%s: message to a peer that has gone (%d bytes)", self.name,
+                            len(body))
+                if self.on_unroutable is not None:
+                    self.on_unroutable(identity)
+            elif exc.errno == zmq.EAGAIN:
+                self.counters.inc(f"{self.name}_send_hwm_refused")
+                log.warning("%s: peer not reading, reply refused at the high-water mark",
+                            self.name)
+            else:
+                raise
+
+    async def serve(self, handler: Handler) -> None:
+        """Own the socket: receive, hand each message to ``handler``, send replies."""
+        sock = self._sock
+        counters = self.counters
+        received = f"{self.name}_messages"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_monitor)
+            try:
+                while True:
+                    busy = False
+                    outbox = self._outbox
+                    while outbox:
+                        self._send(*outbox.popleft())
+                        busy = True
+                    for _ in range(RECV_BURST):
+                        try:
+                            frames, dropped = _recv_frames(sock, wire.MAX_BODY_FRAMES + 2)
+                        except zmq.Again:
+                            break
+                        busy = True
+                        counters.inc(received)
+                        reply = handler(frames[0], frames[1:], dropped)
+                        if reply is not None:
+                            self._send(frames[0], reply)
+                    if busy:
+                        await anyio.lowlevel.checkpoint()
+                    else:
+                        await _wait_fd(sock, self._wake, lambda: False)
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _watch_monitor(self) -> None:
+        """Count connection events of the ROUTER socket (owner of the monitor socket)."""
+        mon = self._monitor
+        names = {
+            zmq.EVENT_ACCEPTED: "accepted",
+            zmq.EVENT_DISCONNECTED: "disconnected",
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed",
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth_failed",
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
+        }
+        never: list[anyio.CancelScope | None] = [None]
+        while True:
+            try:
+                frames = mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                await _wait_fd(mon, never, lambda: False)
+                continue
+            event = parse_monitor_message(frames)
+            name = names.get(event["event"])
+            if name is not None:
+                self.counters.inc(f"{self.name}_peers_{name}")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sock.disable_monitor()
+            self._monitor.close(0)
+            self._sock.close(0)
+
+
+class DealerConnection:
+    """A DEALER socket connected to a node endpoint, matching replies to requests by rid.
+
+    Used by the client SDK and the demo's simulated systems; many requests may be in flight.
+    """
+
+    def __init__(self, ctx: zmq.Context[Any], url: str, *,
+                 curve_keys: tuple[bytes, bytes, bytes] | None = None) -> None:
+        self._sock: zmq.Socket[Any] = ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._sock.setsockopt(zmq.RCVHWM, RECV_HWM)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES * 4)
+        if curve_keys is not None:
+            public, secret, server = curve_keys
+            self._sock.curve_publickey = public
+            self._sock.curve_secretkey = secret
+            self._sock.curve_serverkey = server
+        self._sock.connect(url)
+        self.url = url
+        self.codec = ReplyCodec()
+        self._outbox: collections.deque[Sequence[bytes]] = collections.deque()
+        self._wake: list[anyio.CancelScope | None] = [None]
+        self._waiters: dict[int, tuple[anyio.Event, list[Any]]] = {}
+        self._rid = 0
+        self.unmatched = 0
+        self.undecodable = 0
+
+    def next_rid(self) -> int:
+        self._rid += 1
+        return self._rid
+
+    def send_raw_nowait(self, frames: Sequence[bytes]) -> None:
+        """Queue raw frames for the owner task to send (tests send malformed input so)."""
+        self._outbox.append(frames)
+        scope = self._wake[0]
+        if scope is not None:
+            scope.cancel()
+
+    async def request(self, msg: Any, *, timeout: float = 10.0) -> Any:
+        """Send ``msg`` and wait for the reply carrying the same request id."""
+        return await self.request_raw(msg.rid, self.codec.encode(msg), timeout=timeout)
+
+    async def request_raw(self, rid: int, body: bytes, *, timeout: float = 10.0) -> Any:
+        """Send an encoded request whose request id is ``rid``; return the typed reply."""
+        event = anyio.Event()
+        slot: list[Any] = []
+        self._waiters[rid] = (event, slot)
+        self.send_raw_nowait((body,))
+        try:
+            with anyio.fail_after(timeout):
+                await event.wait()
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"no reply to request {rid} from {self.url} within {timeout:g} s"
+            ) from None
+        finally:
+            self._waiters.pop(rid, None)
+        return slot[0]
+
+    async def run(self, on_unmatched: Callable[[Any], None] | None = None) -> None:
+        """Own the socket until cancelled."""
+        sock = self._sock
+        outbox = self._outbox
+        decode = self.codec.decode
+        while True:
+            busy = False
+            while outbox:
+                try:
+                    sock.send_multipart(outbox[0], zmq.NOBLOCK)
+                except zmq.Again:
+                    break  # at the high-water mark: wait for POLLOUT
+                outbox.popleft()
+                busy = True
+            for _ in range(RECV_BURST):
+                try:
+                    body = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                busy = True
+                try:
+                    msg = decode(body)
+                except ProtocolError:
+                    self.undecodable += 1
+                    continue
+                waiter = self._waiters.get(msg.rid)
+                if waiter is None:
+                    self.unmatched += 1
+                    if on_unmatched is not None:
+                        on_unmatched(msg)
+                else:
+                    waiter[1].append(msg)
+                    waiter[0].set()
+            if busy:
+                await anyio.lowlevel.checkpoint()
+            else:
+                await _wait_fd(sock, self._wake, lambda: bool(outbox))
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+
+@asynccontextmanager
+async def open_dealer(url: str, *, ctx: zmq.Context[Any] | None = None,
+                      curve_keys: tuple[bytes, bytes, bytes] | None = None,
+                      on_unmatched: Callable[[Any], None] | None = None,
+                      ) -> AsyncIterator[DealerConnection]:
+    """Connect a DEALER to ``url`` and run its owner task for the duration of the block."""
+    conn = DealerConnection(ctx or zmq.Context.instance(), url, curve_keys=curve_keys)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(conn.run, on_unmatched)
+            try:
+                yield conn
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        conn.close()
+
+
+def request_blocking(url: str, body: bytes, *, timeout: float = 5.0) -> bytes:
+    """One request/reply without an event loop (for CLI commands such as ``status``)."""
+    ctx = zmq.Context.instance()
+    sock: zmq.Socket[Any] = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(url)
+        sock.send(body)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                raise RequestTimeoutError(f"no answer from {url} within {timeout:g} s; is the "
+                                          "node running?")
+            return sock.recv()
+    finally:
+        sock.close(0)
+
+
+__all__ = [
+    "DealerConnection",
+    "Handler",
+    "RouterEndpoint",
+    "configure_router",
+    "open_dealer",
+    "request_blocking",
+]
