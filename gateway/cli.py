@@ -98,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     rcheck = rsub.add_parser("check", help="validate a rule file offline (no node needed)",
                              description="Validate and compile a rule file; prints the error "
                              "with file, rule id, line and reason, or a summary.")
-    rcheck.add_argument("file", metavar="FILE")
+    rcheck.add_argument("file", metavar="FILE", help="the rule file (TOML) to check")
     rload = rsub.add_parser("load", help="validate, compile and atomically install a rule file",
                             description="Send a rule file to the node. It is validated and"
                             " compiled there and swapped in atomically; a file with an error is"
                             " refused and the running set stays.")
-    rload.add_argument("file", metavar="FILE")
+    rload.add_argument("file", metavar="FILE", help="the rule file (TOML) to install")
     rload.add_argument("--shadow", action="store_true",
                        help="install as the shadow (challenger) set: recorded, not enforced")
     _services_arg(rload)
@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     tload = tsub.add_parser("load", help="load a trusted-accounts file on the node's host",
                             description="Load trusted accounts with tiers from FILE, a path"
                             " the node can read (see docs/rules.md for the format).")
-    tload.add_argument("file", metavar="FILE")
+    tload.add_argument("file", metavar="FILE",
+                       help="trusted-accounts file, readable by the node")
     _services_arg(tload)
 
     bench = sub.add_parser("bench", help="measure the node's hot paths",
@@ -173,10 +174,10 @@ def _request(args: argparse.Namespace, msg: msgspec.Struct) -> Any:
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
+    cfg = _node_config(args)
     from gateway.node import Node
     from gateway.runtime import run
 
-    cfg = _node_config(args)
     logging.getLogger().setLevel(cfg.node.log_level.upper())
     node = Node(cfg)
     run(node.run, loop=cfg.node.loop)

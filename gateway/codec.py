@@ -33,7 +33,7 @@ _ENDPOINT_TYPES: Final[dict[Endpoint, Any]] = {
 
 _ENDPOINT_TAGS: Final[dict[Endpoint, frozenset[str]]] = {
     ep: frozenset(
-        t.__struct_config__.tag for t in tp.__args__  # type: ignore[attr-defined]
+        t.__struct_config__.tag for t in tp.__args__
     )
     for ep, tp in _ENDPOINT_TYPES.items()
 }

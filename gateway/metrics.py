@@ -56,7 +56,7 @@ class NodeCollector:
 
 def start_metrics_server(node: Node, host: str, port: int) -> Any:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(node))  # type: ignore[arg-type]
+    registry.register(NodeCollector(node))
     return start_http_server(port, addr=host, registry=registry)
 
 

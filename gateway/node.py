@@ -99,7 +99,9 @@ class Node:
                 try:
                     self.endpoints[ep] = RouterEndpoint(ctx, ep.value, url, self.counters)
                 except zmq.ZMQError as exc:
-                    raise GatewayError(f"cannot bind the {ep.value} endpoint {url}: {exc}") from None
+                    raise GatewayError(
+                        f"cannot bind the {ep.value} endpoint {url}: {exc}"
+                    ) from None
             self.endpoints[Endpoint.CLIENTS].on_unroutable = self._officer_gone
             metrics = None
             if cfg.metrics.port:

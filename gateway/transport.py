@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 import zmq
@@ -56,13 +56,13 @@ async def _wait_fd(sock: zmq.Socket[Any], scope_holder: list[anyio.CancelScope |
     Progress means input is queued, or ``want_out()`` says we have output and the socket
     accepts it.
     """
-    events = sock.getsockopt(zmq.EVENTS)
+    events = cast(int, sock.getsockopt(zmq.EVENTS))
     if events & zmq.POLLIN or (events & zmq.POLLOUT and want_out()):
         await anyio.lowlevel.checkpoint()
         return
     with anyio.CancelScope() as scope:
         scope_holder[0] = scope
-        await anyio.wait_readable(sock.getsockopt(zmq.FD))
+        await anyio.wait_readable(cast(int, sock.getsockopt(zmq.FD)))
     scope_holder[0] = None
 
 
@@ -164,7 +164,7 @@ class RouterEndpoint:
     async def _watch_monitor(self) -> None:
         """Count connection events of the ROUTER socket (owner of the monitor socket)."""
         mon = self._monitor
-        names = {
+        names: dict[int, str] = {
             zmq.EVENT_ACCEPTED: "accepted",
             zmq.EVENT_DISCONNECTED: "disconnected",
             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed",
@@ -179,7 +179,7 @@ class RouterEndpoint:
                 await _wait_fd(mon, never, lambda: False)
                 continue
             event = parse_monitor_message(frames)
-            name = names.get(event["event"])
+            name = names.get(int(event["event"]))
             if name is not None:
                 self.counters.inc(f"{self.name}_peers_{name}")
 
@@ -313,7 +313,7 @@ async def open_dealer(url: str, *, ctx: zmq.Context[Any] | None = None,
 
 def request_blocking(url: str, body: bytes, *, timeout: float = 5.0) -> bytes:
     """One request/reply without an event loop (for CLI commands such as ``status``)."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     sock: zmq.Socket[Any] = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:

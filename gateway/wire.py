@@ -103,21 +103,21 @@ class _Message(Struct, array_like=True, frozen=True, tag_field="type"):
 # -- requests -------------------------------------------------------------------------------
 
 
-class Ping(_Message, tag="ping"):
+class Ping(_Message, tag="ping", frozen=True):
     """Liveness probe; answered with ``pong`` on every endpoint."""
 
 
-class ScoreRequest(_Message, tag="score"):
+class ScoreRequest(_Message, tag="score", frozen=True):
     """Score one transaction or a batch; answered with ``scored`` in request order."""
 
     txs: list[Transaction]
 
 
-class StatusRequest(_Message, tag="status"):
+class StatusRequest(_Message, tag="status", frozen=True):
     """Ask for the node's counters and identity."""
 
 
-class RulesLoad(_Message, tag="rules_load"):
+class RulesLoad(_Message, tag="rules_load", frozen=True):
     """Validate, compile and atomically install a rule set (TOML text)."""
 
     source: str
@@ -125,21 +125,21 @@ class RulesLoad(_Message, tag="rules_load"):
     shadow: bool = False
 
 
-class RulesRollback(_Message, tag="rules_rollback"):
+class RulesRollback(_Message, tag="rules_rollback", frozen=True):
     """Reinstate the rule set that was live before the current one."""
 
 
-class ShadowReportRequest(_Message, tag="shadow_report"):
+class ShadowReportRequest(_Message, tag="shadow_report", frozen=True):
     """Compare the shadow rule set's decisions with the live ones."""
 
 
-class TrustedLoad(_Message, tag="trusted_load"):
+class TrustedLoad(_Message, tag="trusted_load", frozen=True):
     """Load trusted accounts from a file on the node's host."""
 
     path: str
 
 
-class Hello(_Message, tag="hello"):
+class Hello(_Message, tag="hello", frozen=True):
     """An officer client announces one of its devices."""
 
     device: ShortStr
@@ -148,23 +148,23 @@ class Hello(_Message, tag="hello"):
 # -- replies --------------------------------------------------------------------------------
 
 
-class Pong(_Message, tag="pong"):
+class Pong(_Message, tag="pong", frozen=True):
     node: str
     region: str
     ts_ms: int
 
 
-class ScoreReply(_Message, tag="scored"):
+class ScoreReply(_Message, tag="scored", frozen=True):
     decisions: list[Decision]
 
 
-class Busy(_Message, tag="busy"):
+class Busy(_Message, tag="busy", frozen=True):
     """The node cannot take the request now; nothing of it was applied."""
 
     retry_after_ms: int
 
 
-class Error(_Message, tag="error"):
+class Error(_Message, tag="error", frozen=True):
     """The request was refused; nothing of it was applied."""
 
     code: int
@@ -172,27 +172,27 @@ class Error(_Message, tag="error"):
     message: str
 
 
-class StatusReply(_Message, tag="status_reply"):
+class StatusReply(_Message, tag="status_reply", frozen=True):
     info: dict[str, str]
     counters: dict[str, int]
 
 
-class RulesLoaded(_Message, tag="rules_loaded"):
+class RulesLoaded(_Message, tag="rules_loaded", frozen=True):
     version: int
     rules: int
     trusted_rules: int
     shadow: bool = False
 
 
-class ShadowReport(_Message, tag="shadow_report_reply"):
+class ShadowReport(_Message, tag="shadow_report_reply", frozen=True):
     report: dict[str, Any]
 
 
-class TrustedLoaded(_Message, tag="trusted_loaded"):
+class TrustedLoaded(_Message, tag="trusted_loaded", frozen=True):
     accounts: int
 
 
-class Welcome(_Message, tag="welcome"):
+class Welcome(_Message, tag="welcome", frozen=True):
     node: str
     region: str
 
@@ -204,7 +204,7 @@ class Severity(enum.Enum):
     LOW = "low"
 
 
-class AlertNotice(_Message, tag="alert"):
+class AlertNotice(_Message, tag="alert", frozen=True):
     """Pushed to officer clients (rid 0) when a decision needs people."""
 
     alert_id: int
@@ -215,7 +215,9 @@ class AlertNotice(_Message, tag="alert"):
 
 
 IngestRequest = Ping | ScoreRequest
-ServiceRequest = Ping | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | TrustedLoad
+ServiceRequest = (
+    Ping | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | TrustedLoad
+)
 ClientRequest = Ping | Hello
 Request = Ping | ScoreRequest | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | (
     TrustedLoad | Hello
@@ -234,12 +236,12 @@ Reply = (
 )
 
 REQUEST_TAGS: Final = frozenset(
-    t.__struct_config__.tag  # type: ignore[attr-defined]
+    t.__struct_config__.tag
     for t in (Ping, ScoreRequest, StatusRequest, RulesLoad, RulesRollback,
               ShadowReportRequest, TrustedLoad, Hello)
 )
 REPLY_TAGS: Final = frozenset(
-    t.__struct_config__.tag  # type: ignore[attr-defined]
+    t.__struct_config__.tag
     for t in (Pong, ScoreReply, Busy, Error, StatusReply, RulesLoaded, ShadowReport,
               TrustedLoaded, Welcome, AlertNotice)
 )
@@ -251,7 +253,6 @@ def encoder() -> msgspec.msgpack.Encoder:
 
 
 __all__ = [
-    "AlertNotice",
     "MAX_BATCH",
     "MAX_BODY_FRAMES",
     "MAX_FRAME_BYTES",
@@ -259,6 +260,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REPLY_TAGS",
     "REQUEST_TAGS",
+    "AlertNotice",
     "Busy",
     "Channel",
     "ClientRequest",

@@ -7,13 +7,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from nodeutil import running_node, wait_until
 
 from gateway import wire
 from gateway.codec import Endpoint
 from gateway.config import Config
 from gateway.errors import ErrorCode
 from gateway.transport import open_dealer
-from tests.nodeutil import running_node, wait_until
 
 pytestmark = pytest.mark.anyio
 
