@@ -1,0 +1,23 @@
+"""`gateway demo` runs end to end on embedded defaults and exits 0 with a summary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_and_summarises(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--seconds", "2", "--rate", "5000",
+         "--no-live"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "summary" in out.stdout
+    assert "payments scored" in out.stdout
+    assert "errors                 0" in out.stdout
+    assert "alerts to officers" in out.stdout
+    assert not (tmp_path / "gateway-data").exists()  # the demo keeps its data in a temp dir
