@@ -27,7 +27,7 @@ from gateway.counters import LatencyHistogram
 from gateway.errors import GatewayError
 from gateway.node import Node
 from gateway.runtime import Loop, run
-from gateway.scoring import TransactionGenerator
+from gateway.scoring import TransactionGenerator, write_trusted_file
 from gateway.transport import DealerConnection, open_dealer
 
 BATCH = 64
@@ -148,7 +148,7 @@ async def _demo(seconds: float, rate: int, officers: int, seed: int, live: bool,
     with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp:
         gen = TransactionGenerator(seed=seed)
         trusted_path = Path(tmp) / "trusted.csv"
-        n_trusted = gen.write_trusted_file(trusted_path)
+        n_trusted = write_trusted_file(trusted_path, gen.n_trusted)
         cfg = Config(
             node=NodeSection(name="demo-node", region="demo", data_dir=str(Path(tmp) / "data"),
                              trusted=str(trusted_path)),
@@ -244,7 +244,7 @@ def _summary(stats: DemoStats, console: Console) -> None:
 def run_demo(*, seconds: float = 10.0, rate: int = 20_000, officers: int = 3, seed: int = 7,
              live: bool = True, loop: Loop = "uvloop") -> int:
     """Run the demo; returns the process exit status (0 when every payment got a decision)."""
-    console = Console(file=sys.stdout)
+    console = Console(file=sys.stdout, soft_wrap=True)
     live = live and console.is_terminal
     stats = run(_demo, seconds, rate, officers, seed, live, console, loop=loop)
     _summary(stats, console)

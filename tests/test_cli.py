@@ -73,10 +73,11 @@ def test_status_without_node_fails_cleanly(capsys: pytest.CaptureFixture[str]) -
     assert "is the node running?" in capsys.readouterr().err
 
 
-def _start_node(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+def _start_node(tmp_path: Path, loop: str = "uvloop",
+                ) -> tuple[subprocess.Popen[str], dict[str, str]]:
     cmd = [sys.executable, "-m", "gateway", "node", "--data-dir", str(tmp_path / "data"),
            "--ingest", "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*",
-           "--services", "tcp://127.0.0.1:*"]
+           "--services", "tcp://127.0.0.1:*", "--loop", loop]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
@@ -95,15 +96,18 @@ def _start_node(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     return proc, endpoints
 
 
-def test_node_process_status_and_clean_stop(tmp_path: Path) -> None:
-    proc, endpoints = _start_node(tmp_path)
+@pytest.mark.parametrize(("loop", "sig"), [("uvloop", signal.SIGTERM), ("trio", signal.SIGINT),
+                                           ("asyncio", signal.SIGTERM)])
+def test_node_process_status_and_clean_stop(tmp_path: Path, loop: str,
+                                            sig: signal.Signals) -> None:
+    proc, endpoints = _start_node(tmp_path, loop)
     try:
         out = subprocess.run([sys.executable, "-m", "gateway", "status", "--json",
                               "--services", endpoints["services"]],
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         assert '"node": "node-1"' in out.stdout
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         stdout, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0
         assert "stopped" in stdout
