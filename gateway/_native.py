@@ -6,11 +6,13 @@ It converts native status codes into typed exceptions and owns native memory wit
 
 from __future__ import annotations
 
+import os
+import struct
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn
 
-from gateway.errors import NativeCapacityError, NativeError, NativeMemoryError
-
 from gateway._gateway_native import ffi, lib  # the one import of the extension
+from gateway.errors import ConfigError, NativeCapacityError, NativeError, NativeMemoryError
 
 EXPECTED_ABI: Final = 1
 
@@ -45,4 +47,240 @@ if abi_version() != EXPECTED_ABI:  # pragma: no cover - a stale build in place
         "with `pip install -e .` or `python build.py`"
     )
 
-__all__ = ["abi_version", "check"]
+
+
+# -- scoring engine (native/gw_scoring.h) --------------------------------------------------
+
+_TX_FORMAT: Final = struct.Struct("<QQqqQQQIHHB7x")  # struct gw_tx
+
+
+class NativeRuleSet:
+    """A compiled rule set (``struct gw_ruleset``), built from flat spec arrays."""
+
+    def __init__(self, *, version: int, rules: Sequence[tuple[int, int, int, int, int, int]],
+                 guards: Sequence[tuple[int, int, int, int]],
+                 conds: Sequence[tuple[int, int, int, int, int]], set_values: Sequence[int],
+                 tiers: Sequence[tuple[int, int, int]], thresholds: tuple[int, int, int],
+                 default_method: int) -> None:
+        """rules: (id_hash, score, cond_off, n_conds, action, trusted); guards: (id_hash,
+        cond_off, n_conds, 0); conds: (value, set_off, set_len, feature, op); tiers:
+        (daily_amount, daily_count, level)."""
+        keep: list[Any] = []
+
+        def arr(ctype: str, items: Sequence[Any]) -> Any:
+            a = ffi.new(f"{ctype}[]", max(len(items), 1))
+            keep.append(a)
+            return a
+
+        r = arr("struct gw_rule_spec", rules)
+        for i, (h, score, off, n, action, trusted) in enumerate(rules):
+            r[i].id_hash, r[i].score, r[i].cond_off = h, score, off
+            r[i].n_conds, r[i].action, r[i].trusted = n, action, trusted
+        g = arr("struct gw_rule_spec", guards)
+        for i, (h, off, n, _) in enumerate(guards):
+            g[i].id_hash, g[i].cond_off, g[i].n_conds = h, off, n
+        c = arr("struct gw_cond_spec", conds)
+        for i, (value, set_off, set_len, feature, op) in enumerate(conds):
+            c[i].value, c[i].set_off, c[i].set_len = value, set_off, set_len
+            c[i].feature, c[i].op = feature, op
+        sv = arr("int64_t", set_values)
+        for i, v in enumerate(set_values):
+            sv[i] = v
+        t = arr("struct gw_tier_spec", tiers)
+        for i, (amount, count, level) in enumerate(tiers):
+            t[i].daily_amount, t[i].daily_count, t[i].level = amount, count, level
+        spec = ffi.new("struct gw_ruleset_spec *")
+        spec.version = version
+        spec.n_rules, spec.rules = len(rules), r
+        spec.n_guards, spec.guards = len(guards), g
+        spec.n_conds, spec.conds = len(conds), c
+        spec.n_set_values, spec.set_values = len(set_values), sv
+        spec.n_tiers, spec.tiers = len(tiers), t
+        spec.step_up, spec.block, spec.block_and_freeze = thresholds
+        spec.default_method = default_method
+        out = ffi.new("struct gw_ruleset **")
+        check(lib.gw_ruleset_build(spec, out), "compile rule set")
+        self.version = version
+        self.ptr: Any = ffi.gc(out[0], lib.gw_ruleset_release)
+
+
+class NativeTrusted:
+    """An immutable trusted-accounts table (``struct gw_trusted``): account -> tier level."""
+
+    def __init__(self, ptr: Any) -> None:
+        self.ptr: Any = ffi.gc(ptr, lib.gw_trusted_release)
+
+    @classmethod
+    def from_file(cls, path: str) -> NativeTrusted:
+        out = ffi.new("struct gw_trusted **")
+        bad = ffi.new("uint64_t *")
+        status = lib.gw_trusted_load_file(os.fsencode(path), out, bad)
+        if status == lib.GW_ERR_INVALID:
+            raise ConfigError(path, f"line {bad[0]}",
+                              "malformed trusted-account line (expected `account,level`, "
+                              "level 1..255)")
+        if status == lib.GW_ERR_NOT_FOUND:
+            raise FileNotFoundError(path)
+        check(status, f"load trusted accounts from {path}")
+        return cls(out[0])
+
+    @classmethod
+    def from_items(cls, items: Mapping[int, int]) -> NativeTrusted:
+        n = len(items)
+        accounts = ffi.new("uint64_t[]", list(items.keys()) or [0])
+        levels = ffi.new("uint8_t[]", list(items.values()) or [1])
+        out = ffi.new("struct gw_trusted **")
+        check(lib.gw_trusted_from_arrays(accounts, levels, n, out), "build trusted table")
+        return cls(out[0])
+
+    def __len__(self) -> int:
+        return int(lib.gw_trusted_count(self.ptr))
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(lib.gw_trusted_memory(self.ptr))
+
+    def level(self, account: int) -> int:
+        return int(lib.gw_trusted_level(self.ptr, account))
+
+    def bench_lookup(self, accounts: Sequence[int], passes: int) -> tuple[int, int]:
+        """(elapsed ns, hits) of ``passes`` native lookups of every account."""
+        keys = ffi.new("uint64_t[]", list(accounts))
+        ns = ffi.new("uint64_t *")
+        found = ffi.new("uint64_t *")
+        check(lib.gw_bench_trusted_lookup(self.ptr, keys, len(accounts), passes, ns, found),
+              "bench trusted lookup")
+        return int(ns[0]), int(found[0])
+
+
+class TxBatch:
+    """Transactions packed as a native ``struct gw_tx`` array (strings hashed in C)."""
+
+    def __init__(self, rows: Sequence[tuple[int, int, int, int, int, int, int, int]],
+                 strings: Sequence[bytes]) -> None:
+        """rows: (account, counterparty, amount, ts_ms, currency, country, mcc, channel);
+        strings: device, ip, city of each row in order (3 per row)."""
+        n = len(rows)
+        self.n = n
+        self.buf = bytearray(_TX_FORMAT.size * max(n, 1))
+        pack = _TX_FORMAT.pack_into
+        size = _TX_FORMAT.size
+        for i, (acct, cp, amount, ts, cur, country, mcc, ch) in enumerate(rows):
+            pack(self.buf, i * size, acct, cp, amount, ts, 0, 0, 0, cur, country, mcc, ch)
+        self.ptr: Any = ffi.from_buffer("struct gw_tx[]", self.buf)
+        blob = b"".join(strings)
+        ends = ffi.new("uint32_t[]", max(len(strings), 1))
+        pos = 0
+        for k, s in enumerate(strings):
+            pos += len(s)
+            ends[k] = pos
+        check(lib.gw_tx_fill_hashes(self.ptr, n, ffi.from_buffer(blob), len(blob), ends),
+              "hash transaction strings")
+
+
+RawNative = tuple[int, int, int, int, int, list[int], int, int]
+
+
+def _unpack(d: Any) -> RawNative:
+    return (d.outcome, d.method, d.score, d.path, d.version,
+            ffi.unpack(d.fired, d.n_fired), d.flags, d.n_fired_total)
+
+
+class NativeEngine:
+    """The scoring engine (``struct gw_engine``); see the threading contract in its header."""
+
+    def __init__(self, max_accounts: int = 1 << 24) -> None:
+        out = ffi.new("struct gw_engine **")
+        check(lib.gw_engine_new(max_accounts, out), "create scoring engine")
+        self.ptr: Any = ffi.gc(out[0], lib.gw_engine_free)
+        self._dec: Any = ffi.new("struct gw_decision *")
+
+    def set_rules(self, rs: NativeRuleSet) -> None:
+        check(lib.gw_engine_set_rules(self.ptr, rs.ptr), "install rule set")
+
+    def set_shadow(self, rs: NativeRuleSet | None) -> None:
+        check(lib.gw_engine_set_shadow(self.ptr, rs.ptr if rs else ffi.NULL), "install shadow")
+
+    def set_trusted(self, t: NativeTrusted | None) -> None:
+        check(lib.gw_engine_set_trusted(self.ptr, t.ptr if t else ffi.NULL), "install trusted")
+
+    def set_list(self, kind: int, values: Sequence[int]) -> None:
+        arr = ffi.new("uint64_t[]", list(values) or [0])
+        check(lib.gw_engine_set_list(self.ptr, kind, arr, len(values)), "install block list")
+
+    def freeze(self, account: int, frozen: bool) -> None:
+        check(lib.gw_engine_freeze(self.ptr, account, int(frozen)), "freeze account")
+
+    def is_frozen(self, account: int) -> bool:
+        return bool(check(lib.gw_engine_is_frozen(self.ptr, account), "frozen lookup"))
+
+    def score(self, account: int, counterparty: int, amount: int, ts_ms: int, device: bytes,
+              ip: bytes, city: bytes, currency: int, country: int, mcc: int,
+              channel: int) -> RawNative:
+        """Score one transaction; not reentrant (one scorer per engine, see the header)."""
+        d = self._dec
+        status = lib.gw_engine_score_fields(
+            self.ptr, account, counterparty, amount, ts_ms, device, len(device), ip, len(ip),
+            city, len(city), currency, country, mcc, channel, d)
+        if status:
+            check(status, "score transaction")
+        return (d.outcome, d.method, d.score, d.path, d.version,
+                ffi.unpack(d.fired, d.n_fired), d.flags, d.n_fired_total)
+
+    def score_batch(self, batch: TxBatch) -> list[RawNative]:
+        out = ffi.new("struct gw_decision[]", max(batch.n, 1))
+        check(lib.gw_engine_score_batch(self.ptr, batch.ptr, batch.n, out), "score batch")
+        return [_unpack(out[i]) for i in range(batch.n)]
+
+    def stats(self) -> dict[str, int]:
+        s = ffi.new("struct gw_engine_stats *")
+        check(lib.gw_engine_stats(self.ptr, s), "engine stats")
+        return {
+            "scored": s.scored, "allow": s.outcome[0], "step_up": s.outcome[1],
+            "block": s.outcome[2], "block_and_freeze": s.outcome[3], "path_full": s.path[0],
+            "path_trusted": s.path[1], "frozen_hits": s.frozen_hits,
+            "no_state": s.nostate, "accounts": s.accounts,
+            "trusted_accounts": s.trusted_accounts, "frozen_accounts": s.frozen_accounts,
+        }
+
+    def shadow_stats(self) -> dict[str, Any]:
+        s = ffi.new("struct gw_shadow_stats *")
+        check(lib.gw_engine_shadow_stats(self.ptr, s), "shadow stats")
+        return {
+            "version": s.version, "compared": s.compared,
+            "matrix": [[s.matrix[i][j] for j in range(4)] for i in range(4)],
+            "path_differs": s.path_differs, "fired_differs": s.fired_differs,
+            "score_diff_sum": s.score_diff_sum,
+        }
+
+    def bench(self, batch: TxBatch, *, passes: int, batch_size: int,
+              advance_ms: int) -> tuple[int, int, int]:
+        """(elapsed ns, full-path count, trusted-path count) of a native timing loop."""
+        ns = ffi.new("uint64_t *")
+        paths = ffi.new("uint64_t[2]")
+        check(lib.gw_bench_score(self.ptr, batch.ptr, batch.n, passes, batch_size, advance_ms,
+                                 ns, paths), "bench scoring")
+        return int(ns[0]), int(paths[0]), int(paths[1])
+
+
+def hash_str(text: bytes) -> int:
+    """``gw_hash_str``: FNV-1a 64 of ``text``, 0 for empty."""
+    return int(lib.gw_hash_str(text, len(text)))
+
+
+def native_constants(prefix: str) -> dict[str, int]:
+    """Integer constants of the extension whose names start with ``prefix``."""
+    return {k: int(getattr(lib, k)) for k in dir(lib) if k.startswith(prefix)}
+
+
+__all__ = [
+    "NativeEngine",
+    "NativeRuleSet",
+    "NativeTrusted",
+    "RawNative",
+    "TxBatch",
+    "abi_version",
+    "check",
+    "hash_str",
+    "native_constants",
+]
