@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from gateway.bench_scoring import run_scoring_bench
 from gateway.scoring import (
     ReferenceEngine,
     ScoringEngine,
     TransactionGenerator,
     generate_rules,
     pack_transactions,
-    run_scoring_bench,
 )
 from gateway.scoring._reference import NativeTx
 

@@ -243,7 +243,7 @@ def _cmd_trusted(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from gateway.scoring import run_scoring_bench
+    from gateway.bench_scoring import run_scoring_bench
 
     def progress(msg: str) -> None:
         print(f"bench: {msg}", file=sys.stderr, flush=True)

@@ -29,6 +29,8 @@ from gateway.transport import RouterEndpoint
 
 log = logging.getLogger(__name__)
 
+KEEP_AT_START = 8  # kept rule sets reinstated at start, so rollback works after a restart
+
 _SEVERITY = {
     wire.Outcome.BLOCK_AND_FREEZE: wire.Severity.CRITICAL,
     wire.Outcome.BLOCK: wire.Severity.HIGH,
@@ -64,23 +66,39 @@ class Node:
     # -- start-up -----------------------------------------------------------------------
 
     def _open_engine(self) -> ScoringEngine:
-        kept = self.store.live_rulesets()
-        rules = self.config.node.rules
-        if rules:
-            path = Path(rules)
+        """Reinstate the kept rule sets (for rollback), then the configured file if new."""
+        kept = self.store.live_rulesets()[-KEEP_AT_START:]
+        engine: ScoringEngine | None = None
+        for rs in kept:
             try:
-                source = path.read_text(encoding="utf-8")
+                if engine is None:
+                    engine = ScoringEngine(rs.source, rs.filename, version=rs.version)
+                else:
+                    engine.load_rules(rs.source, rs.filename, version=rs.version)
+            except RuleFileError as exc:
+                raise GatewayError(f"kept rule set v{rs.version} no longer compiles: {exc}"
+                                   ) from None
+        path = self.config.node.rules
+        if path:
+            try:
+                source = Path(path).read_text(encoding="utf-8")
             except OSError as exc:
                 raise GatewayError(f"rule file {path}: {exc.strerror}") from None
-            engine = ScoringEngine(source, str(path))
-            self.store.record_ruleset(str(path), source, engine.info.rules, "live")
-        elif kept:
-            last = kept[-1]
-            engine = ScoringEngine(last.source, last.filename)
-        else:
+            filename = str(path)
+        elif engine is None:
             source = Path(DEFAULT_RULES_PATH).read_text(encoding="utf-8")
-            engine = ScoringEngine(source, "default_rules.toml")
-            self.store.record_ruleset("default_rules.toml", source, engine.info.rules, "live")
+            filename = "default_rules.toml"
+        else:
+            return engine
+        if kept and kept[-1].source == source:
+            assert engine is not None
+            return engine
+        version = self.store.next_ruleset_version()
+        if engine is None:
+            engine = ScoringEngine(source, filename, version=version)
+        else:
+            engine.load_rules(source, filename, version=version)
+        self.store.record_ruleset(version, filename, source, engine.info.rules, "live")
         return engine
 
     def stop(self) -> None:
@@ -235,10 +253,11 @@ class Node:
             if isinstance(msg, wire.RulesLoad):
                 return self._rules_load(msg)
             if isinstance(msg, wire.RulesRollback):
+                current = self.engine.info.version
                 info = self.engine.rollback()
-                self.store.record_ruleset(info.filename, self._source_of(info.version),
-                                          info.rules, "rollback")
+                self.store.retire_ruleset(current)
                 self.counters.inc("rules_rollbacks")
+                log.info("rules v%d rolled back; v%d live", current, info.version)
                 return self._encode(wire.RulesLoaded(v, msg.rid, info.version, info.rules,
                                                      info.trusted_rules))
             if isinstance(msg, wire.ShadowReportRequest):
@@ -251,25 +270,25 @@ class Node:
             return self._refuse(Endpoint.SERVICES,
                                 ProtocolError(ErrorCode.RULES_INVALID, str(exc), msg.rid))
         except (GatewayError, OSError) as exc:
-            return self._refuse(Endpoint.SERVICES,
-                                ProtocolError(ErrorCode.INVALID, str(exc), msg.rid))
+            code = getattr(exc, "code", None)
+            code = code if isinstance(code, ErrorCode) else ErrorCode.INVALID
+            return self._refuse(Endpoint.SERVICES, ProtocolError(code, str(exc), msg.rid))
         raise AssertionError(f"unhandled service message {msg!r}")  # pragma: no cover
 
     def _rules_load(self, msg: wire.RulesLoad) -> bytes:
+        version = self.store.next_ruleset_version()
         if msg.shadow:
-            info = self.engine.load_shadow(msg.source, msg.filename)
+            info = self.engine.load_shadow(msg.source, msg.filename, version=version)
+            self.store.record_ruleset(version, msg.filename, msg.source, info.rules, "shadow")
             self.counters.inc("rules_shadow_loads")
         else:
-            info = self.engine.load_rules(msg.source, msg.filename)
-            self.store.record_ruleset(msg.filename, msg.source, info.rules, "live")
+            info = self.engine.load_rules(msg.source, msg.filename, version=version)
+            self.store.record_ruleset(version, msg.filename, msg.source, info.rules, "live")
             self.counters.inc("rules_loads")
         log.info("rules %s v%d loaded (%d rules)%s", msg.filename, info.version, info.rules,
                  " as shadow" if msg.shadow else "")
         return self._encode(wire.RulesLoaded(wire.PROTOCOL_VERSION, msg.rid, info.version,
                                              info.rules, info.trusted_rules, msg.shadow))
-
-    def _source_of(self, version: int) -> str:
-        return ""
 
     def status_info(self) -> dict[str, str]:
         cfg = self.config.node

@@ -18,12 +18,13 @@ MIGRATIONS: Final[list[str]] = [
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE rulesets (
-        version   INTEGER PRIMARY KEY,
-        filename  TEXT NOT NULL,
-        source    TEXT NOT NULL,
-        rules     INTEGER NOT NULL,
-        loaded_ms INTEGER NOT NULL,
-        kind      TEXT NOT NULL CHECK (kind IN ('live', 'shadow', 'rollback'))
+        version    INTEGER PRIMARY KEY,
+        filename   TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        rules      INTEGER NOT NULL,
+        loaded_ms  INTEGER NOT NULL,
+        kind       TEXT NOT NULL CHECK (kind IN ('live', 'shadow')),
+        retired_ms INTEGER
     );
     """,
 ]
@@ -68,24 +69,29 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def record_ruleset(self, filename: str, source: str, rules: int, kind: str) -> int:
-        """Keep a rule set; returns its version (1, 2, ... across restarts)."""
-        cur = self.db.execute(
-            "INSERT INTO rulesets (filename, source, rules, loaded_ms, kind) VALUES (?,?,?,?,?)",
-            (filename, source, rules, int(time.time() * 1000), kind),
-        )
-        assert cur.lastrowid is not None
-        return int(cur.lastrowid)
-
     def next_ruleset_version(self) -> int:
         row = self.db.execute("SELECT max(version) FROM rulesets").fetchone()
         return int(row[0] or 0) + 1
 
+    def record_ruleset(self, version: int, filename: str, source: str, rules: int,
+                       kind: str) -> None:
+        """Keep an installed rule set (durably, before the caller acknowledges it)."""
+        self.db.execute(
+            "INSERT INTO rulesets (version, filename, source, rules, loaded_ms, kind) "
+            "VALUES (?,?,?,?,?,?)",
+            (version, filename, source, rules, int(time.time() * 1000), kind),
+        )
+
+    def retire_ruleset(self, version: int) -> None:
+        """Mark a live set as rolled back: it is kept, but never reinstated at start."""
+        self.db.execute("UPDATE rulesets SET retired_ms = ? WHERE version = ?",
+                        (int(time.time() * 1000), version))
+
     def live_rulesets(self) -> list[StoredRuleSet]:
-        """Live and rollback entries, oldest first (the last one is the running set)."""
+        """Live sets not rolled back, oldest first: the last one is the running set."""
         rows = self.db.execute(
             "SELECT version, filename, source, kind FROM rulesets "
-            "WHERE kind IN ('live', 'rollback') ORDER BY version"
+            "WHERE kind = 'live' AND retired_ms IS NULL ORDER BY version"
         ).fetchall()
         return [StoredRuleSet(int(v), str(f), str(s), str(k)) for v, f, s, k in rows]
 

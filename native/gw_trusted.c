@@ -138,14 +138,17 @@ int gw_trusted_from_arrays(const uint64_t *accounts, const uint8_t *levels, size
 }
 
 /* File format: one `account,level` per line (decimal; separator ',', ';', space or tab).
- * Blank lines and lines whose first non-blank character is not a digit (comments,
- * a header) are skipped. Lines longer than 128 bytes are an error. */
+ * Blank lines, comment lines (first non-blank character '#') and a header on line 1 are
+ * skipped; any other line that is not `account,level` is an error. Lines longer than 128
+ * bytes are an error. */
 #define CHUNK (1u << 20)
 #define MAX_LINE 128
 
-static int parse_line(const char *p, const char *end, uint64_t *acct, uint8_t *lvl) {
-    while (p < end && (*p == ' ' || *p == '\t')) p++;
-    if (p == end || *p < '0' || *p > '9') return 0;  /* skipped */
+static int parse_line(const char *p, const char *end, uint64_t lineno, uint64_t *acct,
+                      uint8_t *lvl) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r')) p++;
+    if (p == end || *p == '#') return 0;                      /* blank or comment */
+    if (*p < '0' || *p > '9') return lineno == 1 ? 0 : -1;    /* header, else an error */
     uint64_t a = 0;
     int digits = 0;
     while (p < end && *p >= '0' && *p <= '9') {
@@ -172,7 +175,8 @@ static int parse_line(const char *p, const char *end, uint64_t *acct, uint8_t *l
 }
 
 /* Calls fn for every line; lines are handed without the newline. */
-static int for_each_line(int fd, int (*fn)(void *, const char *, const char *), void *ctx,
+static int for_each_line(int fd, int (*fn)(void *, const char *, const char *, uint64_t),
+                         void *ctx,
                          uint64_t *lineno) {
     char *buf = malloc(CHUNK + MAX_LINE + 1);
     if (buf == NULL) return GW_ERR_NOMEM;
@@ -196,7 +200,7 @@ static int for_each_line(int fd, int (*fn)(void *, const char *, const char *), 
                 st = GW_ERR_INVALID;
                 goto out;
             }
-            st = fn(ctx, p, nl);
+            st = fn(ctx, p, nl, *lineno);
             if (st != GW_OK) goto out;
             p = nl + 1;
         }
@@ -208,7 +212,7 @@ static int for_each_line(int fd, int (*fn)(void *, const char *, const char *), 
                     st = GW_ERR_INVALID;
                     goto out;
                 }
-                st = fn(ctx, p, end);
+                st = fn(ctx, p, end, *lineno);
             }
             break;
         }
@@ -224,19 +228,19 @@ out:
     return st;
 }
 
-static int count_fn(void *ctx, const char *p, const char *e) {
+static int count_fn(void *ctx, const char *p, const char *e, uint64_t lineno) {
     uint64_t a;
     uint8_t l;
-    int r = parse_line(p, e, &a, &l);
+    int r = parse_line(p, e, lineno, &a, &l);
     if (r < 0) return GW_ERR_INVALID;
     *(size_t *)ctx += (size_t)r;
     return GW_OK;
 }
 
-static int insert_fn(void *ctx, const char *p, const char *e) {
+static int insert_fn(void *ctx, const char *p, const char *e, uint64_t lineno) {
     uint64_t a;
     uint8_t l;
-    int r = parse_line(p, e, &a, &l);
+    int r = parse_line(p, e, lineno, &a, &l);
     if (r < 0) return GW_ERR_INVALID;
     if (r == 0) return GW_OK;
     return gw_u64map_put(&((struct gw_trusted *)ctx)->map, a, l);

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sniffio
 import pytest
+import sniffio
 
 from gateway.runtime import LOOPS, backend_for, run
 

@@ -8,7 +8,6 @@ same semantics in plain Python as the test oracle.
 
 from __future__ import annotations
 
-from gateway.scoring._bench import run_scoring_bench
 from gateway.scoring._engine import (
     DEFAULT_RULES_PATH,
     NoPreviousRuleSetError,
@@ -42,6 +41,5 @@ __all__ = [
     "generate_rules",
     "pack_transactions",
     "parse_rules",
-    "run_scoring_bench",
     "write_trusted_file",
 ]

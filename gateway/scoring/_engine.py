@@ -93,14 +93,14 @@ class ScoringEngine:
     """Scores transactions natively on a hot-swappable, versioned rule set."""
 
     def __init__(self, rules_source: str, filename: str = "<rules>", *,
-                 max_accounts: int = 1 << 24) -> None:
+                 max_accounts: int = 1 << 24, version: int | None = None) -> None:
         self._native = NativeEngine(max_accounts)
         self._next_version = 1
         self._history: list[_Installed] = []
         self._ids: dict[int, tuple[str, ...]] = {}
         self._shadow: _Installed | None = None
         self._trusted: NativeTrusted | None = None
-        self.load_rules(rules_source, filename)
+        self.load_rules(rules_source, filename, version=version)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> ScoringEngine:
@@ -109,17 +109,24 @@ class ScoringEngine:
 
     # -- rule sets ---------------------------------------------------------------------
 
-    def _compile(self, source: str, filename: str) -> _Installed:
+    def _compile(self, source: str, filename: str, version: int | None = None) -> _Installed:
         rs = parse_rules(source, filename)
-        version = self._next_version
+        if version is None:
+            version = self._next_version
+        elif version < self._next_version:
+            raise ValueError(f"rule-set version {version} is not above {self._next_version - 1}")
         native = compile_native(rs, version)
-        self._next_version += 1
+        self._next_version = version + 1
         self._ids[version] = rs.ids
         return _Installed(rs, native, version)
 
-    def load_rules(self, source: str, filename: str = "<rules>") -> RuleSetInfo:
-        """Validate, compile and atomically install a rule set; on error the live set stays."""
-        inst = self._compile(source, filename)
+    def load_rules(self, source: str, filename: str = "<rules>", *,
+                   version: int | None = None) -> RuleSetInfo:
+        """Validate, compile and atomically install a rule set; on error the live set stays.
+
+        ``version`` numbers the set (it must grow); by default the next number is taken.
+        """
+        inst = self._compile(source, filename, version)
         self._native.set_rules(inst.native)
         self._history.append(inst)
         del self._history[:-KEEP_VERSIONS]
@@ -133,9 +140,10 @@ class ScoringEngine:
         self._history.pop()
         return self.info
 
-    def load_shadow(self, source: str, filename: str = "<rules>") -> RuleSetInfo:
+    def load_shadow(self, source: str, filename: str = "<rules>", *,
+                    version: int | None = None) -> RuleSetInfo:
         """Install a challenger set: scored on every transaction, recorded, not enforced."""
-        inst = self._compile(source, filename)
+        inst = self._compile(source, filename, version)
         self._native.set_shadow(inst.native)
         self._shadow = inst
         return info_of(inst.rules, inst.version, shadow=True)
