@@ -284,3 +284,197 @@ __all__ = [
     "hash_str",
     "native_constants",
 ]
+
+
+# -- ingest --- native ingest multiplexer and load generator (native/gw_ingest.h,
+# gw_loadgen.h, gw_zmq.h); owned by the ingest work, appended here as the one boundary.
+
+ALERT_RECORD_SIZE: Final = 432  # sizeof(struct gw_alert_record), checked at import
+INGEST_LAT_BUCKETS: Final = 512
+
+if ffi.sizeof("struct gw_alert_record") != ALERT_RECORD_SIZE:  # pragma: no cover
+    raise ImportError("struct gw_alert_record changed size: update ALERT_RECORD_SIZE")
+
+# (rid, account, counterparty, amount, ts_ms, score, decided_unix_ns, version, currency,
+#  country, mcc, channel, outcome, method, path, flags, tx_id, fired, n_fired_total)
+RawAlert = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int,
+                 int, str, tuple[int, ...], int]
+
+
+def load_libzmq(path: str) -> None:
+    """Resolve libzmq's functions from the copy already mapped in this process."""
+    check(lib.gw_zmq_load(path.encode()), f"resolve libzmq from {path}")
+
+
+def lat_bucket_upper_ns(index: int) -> int:
+    """Upper bound (ns) of latency histogram bucket ``index`` (ingest and load generator)."""
+    return int(lib.gw_lat_bucket_upper(index))
+
+
+def _struct_dict(s: Any, names: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        v = getattr(s, name)
+        out[name] = int(v) if isinstance(v, int) else [int(x) for x in v]
+    return out
+
+
+_INGEST_STAT_FIELDS: Final = tuple(name for name, _ in ffi.typeof("struct gw_ingest_stats").fields)
+_LOADGEN_FIELDS: Final = tuple(name for name, _ in ffi.typeof("struct gw_loadgen_result").fields)
+
+
+class NativeIngest:
+    """The ingest thread (``struct gw_ingest``). Sockets are pyzmq handles (``underlying``)
+    that the caller keeps open, and stops using, while the thread runs."""
+
+    def __init__(self, *, router: int, alerts: int | None, engine: Any, node_name: str,
+                 region: str, frozen_rule_id: str, alert_min_score: int = 0,
+                 alert_queue: int = 8192, busy_alerts_ms: int = 5, busy_paused_ms: int = 20,
+                 burst: int = 512, max_backlog_ms: int = 0,
+                 busy_overload_ms: int = 10) -> None:
+        keep = [ffi.new("char[]", node_name.encode()), ffi.new("char[]", region.encode()),
+                ffi.new("char[]", frozen_rule_id.encode())]
+        cfg = ffi.new("struct gw_ingest_config *")
+        cfg.router = ffi.cast("void *", router)
+        cfg.alerts = ffi.cast("void *", alerts) if alerts else ffi.NULL
+        cfg.engine = engine
+        cfg.node_name, cfg.region, cfg.frozen_rule_id = keep
+        cfg.alert_min_score = alert_min_score
+        cfg.alert_queue = alert_queue
+        cfg.busy_alerts_ms = busy_alerts_ms
+        cfg.busy_paused_ms = busy_paused_ms
+        cfg.burst = burst
+        cfg.max_backlog_ms = max_backlog_ms
+        cfg.busy_overload_ms = busy_overload_ms
+        out = ffi.new("struct gw_ingest **")
+        check(lib.gw_ingest_new(cfg, out), "create native ingest")
+        self._engine = engine  # the engine outlives the thread that scores on it
+        self.ptr: Any = ffi.gc(out[0], lib.gw_ingest_free)
+
+    def set_rule_ids(self, version: int, ids: Sequence[str]) -> None:
+        """Register the rule ids (index order) that decisions of ``version`` report."""
+        parts = [i.encode() for i in ids]
+        offsets = ffi.new("uint32_t[]", len(parts) + 1)
+        pos = 0
+        for k, p in enumerate(parts):
+            offsets[k] = pos
+            pos += len(p)
+        offsets[len(parts)] = pos
+        check(lib.gw_ingest_set_rule_ids(self.ptr, version, b"".join(parts), offsets,
+                                         len(parts)), "register rule ids")
+
+    def start(self) -> None:
+        check(lib.gw_ingest_start(self.ptr), "start ingest thread")
+
+    def stop(self) -> None:
+        """Stop and join the thread (the GIL is released while waiting)."""
+        check(lib.gw_ingest_stop(self.ptr), "stop ingest thread")
+
+    def pause(self, timeout_ms: int) -> None:
+        """Return once the thread is outside the engine; GW_ERR_STATE on timeout."""
+        check(lib.gw_ingest_pause(self.ptr, timeout_ms), "pause ingest thread")
+
+    def resume(self) -> None:
+        check(lib.gw_ingest_resume(self.ptr), "resume ingest thread")
+
+    def stats(self, fresh_timeout_ms: int = 0) -> dict[str, Any]:
+        """The last published counters; with a timeout, a snapshot taken after this call
+        (so every reply already sent is counted), waiting up to that long for it."""
+        s = ffi.new("struct gw_ingest_stats *")
+        if fresh_timeout_ms > 0:
+            check(lib.gw_ingest_stats_fresh(self.ptr, s, fresh_timeout_ms), "ingest stats")
+        else:
+            check(lib.gw_ingest_stats(self.ptr, s), "ingest stats")
+        return _struct_dict(s, _INGEST_STAT_FIELDS)
+
+    def process_one(self, body: bytes) -> bytes:
+        """Handle one request body as the thread would (thread not running); the reply."""
+        cap = 64 * 1024
+        while True:
+            out = ffi.new("uint8_t[]", cap)
+            n = int(lib.gw_ingest_process_one(self.ptr, ffi.from_buffer(body), len(body), out,
+                                              cap))
+            if n >= 0:
+                return bytes(ffi.buffer(out, n))
+            if n == -2:
+                raise NativeMemoryError(lib.GW_ERR_NOMEM, "ingest reply")
+            cap *= 8
+
+    def close(self) -> None:
+        """Stop the thread and free it now rather than at garbage collection."""
+        if self.ptr is not None:
+            ffi.release(self.ptr)  # runs gw_ingest_free now
+            self.ptr = None
+
+
+def ingest_decode(body: bytes) -> tuple[int, int, int, int]:
+    """Decode like the ingest thread: (wire error code or 0, kind, rid, n_txs)."""
+    kind = ffi.new("int *")
+    rid = ffi.new("uint64_t *")
+    n = ffi.new("uint32_t *")
+    code = int(lib.gw_ingest_decode(ffi.from_buffer(body), len(body), kind, rid, n, ffi.NULL,
+                                    0))
+    return code, int(kind[0]), int(rid[0]), int(n[0])
+
+
+_ALERT_FORMAT: Final = struct.Struct("<QQQqqqqIIHHBBBBBxHHH48H256s")  # gw_alert_record
+if _ALERT_FORMAT.size != ALERT_RECORD_SIZE:  # pragma: no cover
+    raise ImportError("_ALERT_FORMAT does not match struct gw_alert_record")
+
+
+def alert_records(body: bytes) -> list[RawAlert]:
+    """Unpack one alert message (whole ``struct gw_alert_record``s back to back)."""
+    if len(body) % ALERT_RECORD_SIZE:
+        raise NativeError(lib.GW_ERR_INVALID, f"alert message of {len(body)} bytes")
+    out: list[RawAlert] = []
+    for f in _ALERT_FORMAT.iter_unpack(body):
+        n_fired = min(f[17], 48)
+        tx_id = f[67][: f[16]].decode("utf-8", "replace")
+        out.append((*f[:16], tx_id, f[19:19 + n_fired], f[18]))
+    return out
+
+
+def run_loadgen(url: str, txs: Sequence[bytes], *, batch: int, requests: int,
+                connections: int = 1, window: int = 64, rate: float = 0.0,
+                timeout_ms: int = 60_000, warmup: int = 0,
+                cycle_advance_ms: int = 0, ts_offset_ms: int = 0) -> dict[str, Any]:
+    """Drive ``url`` with the native load generator (GIL released); the result counters."""
+    blob = b"".join(txs)
+    offsets = ffi.new("uint32_t[]", len(txs) + 1)
+    pos = 0
+    for k, t in enumerate(txs):
+        offsets[k] = pos
+        pos += len(t)
+    offsets[len(txs)] = pos
+    keep_url = ffi.new("char[]", url.encode())
+    keep_blob = ffi.from_buffer(blob)
+    cfg = ffi.new("struct gw_loadgen_config *")
+    cfg.url = keep_url
+    cfg.txs = keep_blob
+    cfg.tx_offsets = offsets
+    cfg.n_txs = len(txs)
+    cfg.batch = batch
+    cfg.connections = connections
+    cfg.window = window
+    cfg.requests = requests
+    cfg.rate = rate
+    cfg.timeout_ms = timeout_ms
+    cfg.warmup = warmup
+    cfg.cycle_advance_ms = cycle_advance_ms
+    cfg.ts_offset_ms = ts_offset_ms
+    res = ffi.new("struct gw_loadgen_result *")
+    check(lib.gw_loadgen_run(cfg, res), "load generator")
+    return _struct_dict(res, _LOADGEN_FIELDS)
+
+
+__all__ += [
+    "ALERT_RECORD_SIZE",
+    "INGEST_LAT_BUCKETS",
+    "NativeIngest",
+    "RawAlert",
+    "alert_records",
+    "ingest_decode",
+    "lat_bucket_upper_ns",
+    "load_libzmq",
+    "run_loadgen",
+]

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--trusted", metavar="FILE",
                       help="trusted-accounts file to load at start (node.trusted)")
     node.add_argument("--ingest", metavar="URL", help="ingest endpoint (endpoints.ingest)")
+    node.add_argument("--ingest-mode", choices=("native", "python"),
+                      help="who serves the ingest endpoint: the native C thread or the Python"
+                      " loop (ingest.mode, default native)")
     node.add_argument("--clients", metavar="URL", help="officer endpoint (endpoints.clients)")
     node.add_argument("--services", metavar="URL",
                       help="services endpoint (endpoints.services)")
@@ -135,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     bscore.add_argument("--json", action="store_true", help="print one JSON object")
     bscore.add_argument("--quick", action="store_true",
                         help="small sizes, for a smoke run (figures not comparable)")
+    bingest = bsub.add_parser(
+        "ingest", help="ingest over ZeroMQ: native thread vs the Python path",
+        description="Start a node's ingest endpoint in a subprocess (native, then the Python"
+        " path) and drive it from this process with the native load generator: pipelined"
+        " single-transaction requests, batches of 64, a paced run for latency.")
+    bingest.add_argument("--json", action="store_true", help="print one JSON object")
+    bingest.add_argument("--quick", action="store_true",
+                         help="small sizes, for a smoke run (figures not comparable)")
 
     config = sub.add_parser("config", help="print the configuration reference",
                             description="Print every config key with its default.")
@@ -150,6 +161,7 @@ def _node_config(args: argparse.Namespace) -> Config:
         "endpoints": {"ingest": args.ingest, "clients": args.clients,
                       "services": args.services},
         "metrics": {"port": args.metrics_port, "host": args.metrics_host},
+        "ingest": {"mode": args.ingest_mode},
     }
     data = msgspec.to_builtins(cfg)
     for section, values in overrides.items():
@@ -248,12 +260,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     def progress(msg: str) -> None:
         print(f"bench: {msg}", file=sys.stderr, flush=True)
 
-    result = run_scoring_bench(quick=args.quick, progress=progress)
+    result: dict[str, Any]
+    if args.bench_command == "ingest":
+        from gateway.bench_ingest import run_ingest_bench
+
+        if args.quick:
+            result = run_ingest_bench(single_requests=20_000, batched_requests=1_000,
+                                      paced_seconds=0.5, python_requests=5_000)
+        else:
+            result = run_ingest_bench()
+    else:
+        result = run_scoring_bench(quick=args.quick, progress=progress)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         for key, value in result.items():
-            print(f"{key:<24} {value:,.3f}")
+            print(f"{key:<24} {value:,.3f}" if isinstance(value, int | float) else
+                  f"{key:<24} {value}")
     return 0
 
 

@@ -46,11 +46,19 @@ class AlertsSection(Struct, forbid_unknown_fields=True, kw_only=True):
     min_score: Annotated[int, Meta(ge=0)] = 0
 
 
+class IngestSection(Struct, forbid_unknown_fields=True, kw_only=True):
+    mode: Literal["native", "python"] = "native"
+    alert_queue: Annotated[int, Meta(ge=2048, le=1 << 20)] = 8192
+    busy_retry_ms: Annotated[int, Meta(ge=1, le=60_000)] = 5
+    max_backlog_ms: Annotated[int, Meta(ge=0, le=60_000)] = 0
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     node: NodeSection = msgspec.field(default_factory=NodeSection)
     endpoints: EndpointsSection = msgspec.field(default_factory=EndpointsSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
+    ingest: IngestSection = msgspec.field(default_factory=IngestSection)
 
 
 CONFIG_REFERENCE = """\
@@ -78,6 +86,14 @@ host = "127.0.0.1"         # address the metrics endpoint listens on
 [alerts]
 min_score = 0              # also raise an alert for an `allow` decision at or above this
                            # score (0 = only step_up, block and block_and_freeze alert)
+
+[ingest]
+mode = "native"            # native: a C thread serves the ingest endpoint, no Python per
+                           # request; python: the anyio owner loop (comparison, debugging)
+alert_queue = 8192         # alert records buffered in C; when full, producers get `busy`
+busy_retry_ms = 5          # retry-after of those `busy` replies
+max_backlog_ms = 0         # native: after saturation this long, shed queued requests with
+                           # `busy` until the queue drains (0 = never; e.g. 50)
 """
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

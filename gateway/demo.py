@@ -137,8 +137,9 @@ def _table(stats: DemoStats, node: Node, seconds: float) -> Table:
     al = stats.alert_latency
     table.add_row("decision -> officer p50 / p99",
                   f"{al.percentile_us(0.5) / 1000:.2f} / {al.percentile_us(0.99) / 1000:.2f} ms")
-    table.add_row("native scoring p50 per tx",
-                  f"{node.latency.percentile_us(0.5):.2f} us")
+    info = node.status_info()
+    table.add_row(f"node service time p50 / p99 ({info['ingest']})",
+                  f"{info['score_p50_us']} / {info['score_p99_us']} us")
     table.add_row("errors / busy replies", f"{stats.errors} / {stats.busy}")
     return table
 
@@ -163,14 +164,14 @@ async def _demo(seconds: float, rate: int, officers: int, seed: int, live: bool,
         stats = DemoStats()
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
-            clients_url = node.endpoints[Endpoint.CLIENTS].url
+            clients_url = node.urls[Endpoint.CLIENTS]
             for i in range(officers):
                 ready = anyio.Event()
                 tg.start_soon(_officer, clients_url, f"officer-{i + 1}/phone", stats, ready)
                 with anyio.fail_after(5):
                     await ready.wait()
             stats.started = time.monotonic()
-            async with open_dealer(node.endpoints[Endpoint.INGEST].url) as conn:
+            async with open_dealer(node.urls[Endpoint.INGEST]) as conn:
                 if live:
                     with Live(_table(stats, node, seconds), console=console,
                               refresh_per_second=4, transient=False) as view:

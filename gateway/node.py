@@ -6,12 +6,13 @@ This is I/O shell: the decisions are made by the scoring engine, the wire rules 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,7 +24,8 @@ from gateway.codec import Endpoint, EndpointCodec
 from gateway.config import Config
 from gateway.counters import Counters, LatencyHistogram
 from gateway.errors import ErrorCode, GatewayError, ProtocolError
-from gateway.scoring import DEFAULT_RULES_PATH, RuleFileError, ScoringEngine
+from gateway.ingest import AlertRecord, IngestSettings, NativeIngestEndpoint
+from gateway.scoring import DEFAULT_RULES_PATH, RuleFileError, ScoringEngine, parse_rules
 from gateway.store import Store
 from gateway.transport import RouterEndpoint
 
@@ -59,7 +61,9 @@ class Node:
         self._encode = wire.encoder().encode
         self._officers: dict[bytes, str] = {}
         self._alert_seq = 0
-        self.endpoints: dict[Endpoint, RouterEndpoint] = {}
+        self.endpoints: dict[Endpoint, RouterEndpoint] = {}  # the Python-served ones
+        self.ingest: NativeIngestEndpoint | None = None  # native ingest (config ingest.mode)
+        self.urls: dict[Endpoint, str] = {}  # every bound endpoint
         self.ready = anyio.Event()
         self._stop: Callable[[], None] | None = None
 
@@ -115,7 +119,18 @@ class Node:
                     Endpoint.SERVICES: cfg.endpoints.services}
             for ep, url in urls.items():
                 try:
+                    if ep is Endpoint.INGEST and cfg.ingest.mode == "native":
+                        self.ingest = NativeIngestEndpoint(
+                            ctx, url, self.engine, node_name=cfg.node.name,
+                            region=cfg.node.region, settings=IngestSettings(
+                                alert_min_score=cfg.alerts.min_score,
+                                alert_queue=cfg.ingest.alert_queue,
+                                busy_alerts_ms=cfg.ingest.busy_retry_ms,
+                                max_backlog_ms=cfg.ingest.max_backlog_ms))
+                        self.urls[ep] = self.ingest.url
+                        continue
                     self.endpoints[ep] = RouterEndpoint(ctx, ep.value, url, self.counters)
+                    self.urls[ep] = self.endpoints[ep].url
                 except zmq.ZMQError as exc:
                     raise GatewayError(
                         f"cannot bind the {ep.value} endpoint {url}: {exc}"
@@ -133,11 +148,15 @@ class Node:
                             Endpoint.SERVICES: self._on_service}
                 for ep, sock in self.endpoints.items():
                     tg.start_soon(sock.serve, handlers[ep])
+                if self.ingest is not None:
+                    tg.start_soon(self.ingest.serve, self.counters, self._on_native_alert)
                 if self.handle_signals:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
                 self.ready.set()
                 task_status.started(self)
         finally:
+            if self.ingest is not None:
+                self.ingest.close()  # joins the native thread before the context ends
             for sock in self.endpoints.values():
                 sock.close()
             ctx.term()
@@ -153,8 +172,9 @@ class Node:
             f"  rules     {info.filename} v{info.version}: {info.rules} rules, "
             f"{info.trusted_rules} on the trusted path",
         ]
-        for ep, sock in self.endpoints.items():
-            lines.append(f"  {ep.value:<9} {sock.url}")
+        for ep, url in self.urls.items():
+            lines.append(f"  {ep.value:<9} {url}")
+        lines.append(f"  scoring   {'native ingest thread' if self.ingest else 'python ingest'}")
         if metrics is not None:
             lines.append(f"  metrics   http://{cfg.metrics.host}:{cfg.metrics.port}/metrics")
         print("\n".join(lines), file=self.out, flush=True)
@@ -205,17 +225,23 @@ class Node:
         for tx, d in zip(msg.txs, decisions, strict=True):
             counters.inc(f"decisions.{d.outcome.value}")
             if d.outcome is not wire.Outcome.ALLOW or (min_score and d.score >= min_score):
-                self._raise_alert(tx, d)
+                self._raise_alert(tx.account, d)
         return self._encode(wire.ScoreReply(wire.PROTOCOL_VERSION, msg.rid, decisions))
 
-    def _raise_alert(self, tx: wire.Transaction, d: wire.Decision) -> None:
+    def _on_native_alert(self, rec: AlertRecord) -> None:
+        """A risky decision reported by the native ingest thread (inproc alert record)."""
+        self._raise_alert(rec.account, rec.decision, rec.decided_unix_ns)
+
+    def _raise_alert(self, account: int, d: wire.Decision,
+                     decided_unix_ns: int | None = None) -> None:
         self._alert_seq += 1
         severity = _SEVERITY[d.outcome]
         self.counters.inc(f"alerts.{severity.value}")
         if not self._officers:
             return
-        body = self._encode(wire.AlertNotice(wire.PROTOCOL_VERSION, 0, self._alert_seq, severity,
-                                             tx.account, d, time.time_ns()))
+        body = self._encode(wire.AlertNotice(
+            wire.PROTOCOL_VERSION, 0, self._alert_seq, severity, account, d,
+            decided_unix_ns if decided_unix_ns is not None else time.time_ns()))
         clients = self.endpoints[Endpoint.CLIENTS]
         for ident in self._officers:
             clients.send_nowait(ident, body)
@@ -248,13 +274,16 @@ class Node:
             if isinstance(msg, wire.Ping):
                 return self._pong(msg.rid)
             if isinstance(msg, wire.StatusRequest):
+                if self.ingest is not None:  # count every reply already sent
+                    self.ingest.publish_counters(self.counters, fresh=True)
                 return self._encode(wire.StatusReply(v, msg.rid, self.status_info(),
                                                      self.counters.snapshot()))
             if isinstance(msg, wire.RulesLoad):
                 return self._rules_load(msg)
             if isinstance(msg, wire.RulesRollback):
                 current = self.engine.info.version
-                info = self.engine.rollback()
+                with self._engine_lent():
+                    info = self.engine.rollback()
                 self.store.retire_ruleset(current)
                 self.counters.inc("rules_rollbacks")
                 log.info("rules v%d rolled back; v%d live", current, info.version)
@@ -275,6 +304,16 @@ class Node:
             return self._refuse(Endpoint.SERVICES, ProtocolError(code, str(exc), msg.rid))
         raise AssertionError(f"unhandled service message {msg!r}")  # pragma: no cover
 
+    @contextlib.contextmanager
+    def _engine_lent(self) -> Iterator[ScoringEngine]:
+        """The engine; while native ingest runs, its scoring is paused for the block
+        (producers get `busy` meanwhile) and the live rule ids are registered on exit."""
+        if self.ingest is not None and self.ingest.running:
+            with self.ingest.handover() as engine:
+                yield engine
+        else:
+            yield self.engine
+
     def _rules_load(self, msg: wire.RulesLoad) -> bytes:
         version = self.store.next_ruleset_version()
         if msg.shadow:
@@ -282,6 +321,8 @@ class Node:
             self.store.record_ruleset(version, msg.filename, msg.source, info.rules, "shadow")
             self.counters.inc("rules_shadow_loads")
         else:
+            if self.ingest is not None:  # decisions of the new version name their rules
+                self.ingest.register_rule_ids(version, parse_rules(msg.source, msg.filename).ids)
             info = self.engine.load_rules(msg.source, msg.filename, version=version)
             self.store.record_ruleset(version, msg.filename, msg.source, info.rules, "live")
             self.counters.inc("rules_loads")
@@ -302,9 +343,14 @@ class Node:
             "rules": f"{info.filename} v{info.version} ({info.rules} rules)",
             "score_p50_us": f"{self.latency.percentile_us(0.5):.2f}",
             "score_p99_us": f"{self.latency.percentile_us(0.99):.2f}",
+            "ingest": "native" if self.ingest is not None else "python",
         }
-        for ep, sock in self.endpoints.items():
-            out[f"endpoint.{ep.value}"] = sock.url
+        if self.ingest is not None:  # service time of one request in the native thread
+            c = self.ingest.counters()
+            out["score_p50_us"] = f"{c['ingest_service_p50_ns_now'] / 1000:.2f}"
+            out["score_p99_us"] = f"{c['ingest_service_p99_ns_now'] / 1000:.2f}"
+        for ep, url in self.urls.items():
+            out[f"endpoint.{ep.value}"] = url
         return out
 
 

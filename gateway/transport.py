@@ -338,3 +338,86 @@ __all__ = [
     "open_dealer",
     "request_blocking",
 ]
+
+
+class PullReceiver:
+    """Owner of one PULL (or PAIR) socket fed by another thread, e.g. the native ingest
+    thread's alert records: receives whole messages and hands each to a callback.
+
+    Same pattern as :class:`RouterEndpoint`: ``anyio.wait_readable`` on the socket's FD,
+    drain until ``EAGAIN``, re-check ``ZMQ_EVENTS`` before sleeping. The caller creates the
+    socket; from :meth:`run` on this object alone uses it, and :meth:`close` closes it.
+    """
+
+    def __init__(self, sock: zmq.Socket[Any]) -> None:
+        self._sock = sock
+        self._never: list[anyio.CancelScope | None] = [None]
+        self.received = 0
+
+    def drain_nowait(self, on_message: Callable[[bytes], None], limit: int = RECV_BURST) -> int:
+        """Hand up to ``limit`` queued messages to ``on_message``; how many there were."""
+        n = 0
+        while n < limit:
+            try:
+                body = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            n += 1
+            on_message(body)
+        self.received += n
+        return n
+
+    async def run(self, on_message: Callable[[bytes], None]) -> None:
+        """Own the socket until cancelled."""
+        while True:
+            if self.drain_nowait(on_message):
+                await anyio.lowlevel.checkpoint()
+            else:
+                await _wait_fd(self._sock, self._never, lambda: False)
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+
+__all__ += ["PullReceiver"]
+
+
+class MonitorWatcher:
+    """Owner of a socket-monitor PAIR socket: counts connection events as
+    ``{name}_peers_{event}`` (as :class:`RouterEndpoint` does for its own socket). Used for
+    sockets that another thread serves, e.g. the native ingest ROUTER."""
+
+    _NAMES: Final[dict[int, str]] = {
+        zmq.EVENT_ACCEPTED: "accepted",
+        zmq.EVENT_DISCONNECTED: "disconnected",
+        zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed",
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth_failed",
+        zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
+    }
+    EVENTS: Final[int] = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+    def __init__(self, monitor: zmq.Socket[Any], name: str) -> None:
+        self._mon = monitor
+        self.name = name
+        self._never: list[anyio.CancelScope | None] = [None]
+
+    async def run(self, counters: Counters) -> None:
+        """Own the monitor socket until cancelled."""
+        while True:
+            try:
+                frames = self._mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                await _wait_fd(self._mon, self._never, lambda: False)
+                continue
+            event = parse_monitor_message(frames)
+            kind = self._NAMES.get(event["event"])
+            if kind is not None:
+                counters.inc(f"{self.name}_peers_{kind}")
+
+    def close(self) -> None:
+        self._mon.close(0)
+
+
+__all__ += ["MonitorWatcher"]

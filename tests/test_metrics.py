@@ -8,7 +8,7 @@ import urllib.request
 import anyio
 import msgspec
 import pytest
-from nodeutil import running_node
+from nodeutil import running_node, wait_until
 
 from gateway import wire
 from gateway.codec import Endpoint
@@ -28,9 +28,10 @@ async def test_metrics_endpoint_serves_counters(node_config: Config) -> None:
     port = _free_port()
     cfg = msgspec.structs.replace(node_config, metrics=MetricsSection(port=port))
     async with running_node(cfg) as node:
-        async with open_dealer(node.endpoints[Endpoint.INGEST].url) as conn:
+        async with open_dealer(node.urls[Endpoint.INGEST]) as conn:
             conn.send_raw_nowait([b"\xc1"])
             await conn.request(wire.Ping(wire.PROTOCOL_VERSION, 7))
+        await wait_until(lambda: node.counters.get("ingest_messages") == 2, what="counters")
 
         def fetch() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:

@@ -51,19 +51,21 @@ async def test_bad_input_gets_typed_error_and_counter(node_config: Config, endpo
                                                       frames: list[bytes],
                                                       code: ErrorCode) -> None:
     async with running_node(node_config) as node:
-        url = node.endpoints[endpoint].url
+        url = node.urls[endpoint]
         error, pong = await _error_then_ping(url, frames)
         assert isinstance(error, wire.Error)
         assert error.code == int(code) and error.name == code.name
         assert isinstance(pong, wire.Pong) and pong.node == "test-node"
-        assert node.counters.get(f"{endpoint.value}_errors.{code.name}") == 1
+        counter = f"{endpoint.value}_errors.{code.name}"
+        # the native ingest publishes its counters every 0.1 s
+        await wait_until(lambda: node.counters.get(counter) == 1, what=counter)
 
 
 @pytest.mark.parametrize("endpoint", list(Endpoint))
 async def test_oversized_frame_disconnects_and_is_counted(node_config: Config,
                                                           endpoint: Endpoint) -> None:
     async with running_node(node_config) as node:
-        url = node.endpoints[endpoint].url
+        url = node.urls[endpoint]
         async with open_dealer(url) as conn:
             pong = await conn.request(wire.Ping(1, conn.next_rid()))
             assert isinstance(pong, wire.Pong)
@@ -77,22 +79,22 @@ async def test_oversized_frame_disconnects_and_is_counted(node_config: Config,
 
 async def test_score_request_and_status(node_config: Config) -> None:
     async with running_node(node_config) as node:
-        async with open_dealer(node.endpoints[Endpoint.INGEST].url) as conn:
+        async with open_dealer(node.urls[Endpoint.INGEST]) as conn:
             reply = await conn.request(wire.ScoreRequest(1, 5, [TX, TX]))
         assert isinstance(reply, wire.ScoreReply) and reply.rid == 5
         assert [d.tx_id for d in reply.decisions] == ["tx-1", "tx-1"]
         assert all(d.ruleset_version == node.engine.info.version for d in reply.decisions)
-        async with open_dealer(node.endpoints[Endpoint.SERVICES].url) as conn:
+        async with open_dealer(node.urls[Endpoint.SERVICES]) as conn:
             status = await conn.request(wire.StatusRequest(1, 6))
         assert isinstance(status, wire.StatusReply)
         assert status.counters["decisions"] == 2
         assert status.info["node"] == "test-node"
-        assert status.info["endpoint.ingest"] == node.endpoints[Endpoint.INGEST].url
+        assert status.info["endpoint.ingest"] == node.urls[Endpoint.INGEST]
 
 
 async def test_wrong_endpoint_is_refused(node_config: Config) -> None:
     async with running_node(node_config) as node:
-        async with open_dealer(node.endpoints[Endpoint.CLIENTS].url) as conn:
+        async with open_dealer(node.urls[Endpoint.CLIENTS]) as conn:
             reply = await conn.request(wire.ScoreRequest(1, 8, [TX]))
         assert isinstance(reply, wire.Error) and reply.name == "WRONG_ENDPOINT"
         assert node.counters.get("clients_errors.WRONG_ENDPOINT") == 1
@@ -101,14 +103,14 @@ async def test_wrong_endpoint_is_refused(node_config: Config) -> None:
 async def test_officer_receives_alert_pushes(node_config: Config) -> None:
     async with running_node(node_config) as node:
         pushes: list[Any] = []
-        async with open_dealer(node.endpoints[Endpoint.CLIENTS].url,
+        async with open_dealer(node.urls[Endpoint.CLIENTS],
                                on_unmatched=pushes.append) as officer:
             welcome = await officer.request(wire.Hello(1, 1, "phone"))
             assert isinstance(welcome, wire.Welcome)
             blocked = wire.Transaction("tx-fraud", 99, 7, 9_900_000_00, "EUR",
                                        wire.Channel.WEB, 4829, "new-dev", "198.51.100.1", "NG",
                                        "Lagos", 1_700_000_000_000)
-            async with open_dealer(node.endpoints[Endpoint.INGEST].url) as producer:
+            async with open_dealer(node.urls[Endpoint.INGEST]) as producer:
                 reply = await producer.request(wire.ScoreRequest(1, 2, [blocked]))
             decision = reply.decisions[0]
             assert decision.outcome is not wire.Outcome.ALLOW

@@ -45,12 +45,12 @@ TX = wire.Transaction("tx-1", 42, 7, 250_000, "EUR", wire.Channel.CARD, 5411, "d
 
 
 async def _service(node: Any, msg: Any) -> Any:
-    async with open_dealer(node.endpoints[Endpoint.SERVICES].url) as conn:
+    async with open_dealer(node.urls[Endpoint.SERVICES]) as conn:
         return await conn.request(msg)
 
 
 async def _score(node: Any) -> wire.Decision:
-    async with open_dealer(node.endpoints[Endpoint.INGEST].url) as conn:
+    async with open_dealer(node.urls[Endpoint.INGEST]) as conn:
         reply = await conn.request(wire.ScoreRequest(1, 1, [TX]))
     assert isinstance(reply, wire.ScoreReply)
     return reply.decisions[0]

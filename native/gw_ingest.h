@@ -1,0 +1,164 @@
+/* Native ingest multiplexer: one thread owns the node's ingest ROUTER socket, decodes score
+ * requests, scores them on the engine, replies, and hands risky decisions to the Python
+ * control plane as fixed-layout records over an inproc socket. No Python runs per request.
+ *
+ * Threading and the engine handover
+ * ---------------------------------
+ * - Python creates, configures and binds the ROUTER and the alert socket, then passes
+ *   their handles (pyzmq Socket.underlying) to gw_ingest_new. From gw_ingest_start until
+ *   gw_ingest_stop returns, the ingest thread alone uses both sockets.
+ * - While the thread runs it is the engine's only scorer (account state is single-writer).
+ *   gw_ingest_pause(ing, timeout) asks it to stop scoring and returns once the thread has
+ *   acknowledged that it is outside the engine; until gw_ingest_resume the caller may score
+ *   on the engine itself. A paused thread keeps serving the socket: score requests get a
+ *   busy reply (retry-after = busy_paused_ms), pings get a pong.
+ * - Counters are private to the thread and published under a mutex after every burst;
+ *   gw_ingest_stats copies the last published snapshot (any thread).
+ *
+ * Backpressure: a request is refused with busy (nothing applied) when the alert queue
+ * cannot take all its possible alerts (queue of `alert_queue` records, flushed to the
+ * alert socket whenever it accepts; the socket's HWM is the second stage), while paused,
+ * or (max_backlog_ms > 0) while the thread has been saturated, a full burst queued at every
+ * wake-up, for longer than max_backlog_ms: queued requests are then shed with busy until
+ * the queue drains. The ROUTER's RCVHWM bounds what can queue at all. Replies are sent DONTWAIT: a peer at its HWM or gone is counted
+ * (send_refused / unroutable), never waited for.
+ *
+ * Alert record layout (struct gw_alert_record, 432 bytes, host byte order, no padding
+ * holes): one inproc message carries 1..256 whole records back to back; see the struct.
+ */
+#ifndef GW_INGEST_H
+#define GW_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gw_core.h"
+#include "gw_scoring.h"
+
+#define GW_INGEST_MAX_BATCH 1024
+#define GW_INGEST_MAX_FRAME (1u << 20)
+#define GW_INGEST_LAT_BUCKETS 512
+#define GW_INGEST_NCODES 16
+#define GW_ALERT_FIRED 48
+#define GW_ALERTS_PER_MSG 256
+
+/* Wire error codes (gateway/errors.py ErrorCode). */
+enum gw_wire_error {
+    GW_WE_MALFORMED = 1, GW_WE_UNKNOWN_TYPE = 2, GW_WE_UNSUPPORTED_VERSION = 3,
+    GW_WE_EMPTY_MESSAGE = 4, GW_WE_TOO_MANY_FRAMES = 5, GW_WE_TOO_LARGE = 6,
+    GW_WE_WRONG_ENDPOINT = 7, GW_WE_INVALID = 8, GW_WE_INTERNAL = 12
+};
+
+enum gw_req_kind { GW_REQ_NONE = 0, GW_REQ_PING = 1, GW_REQ_SCORE = 2 };
+
+struct gw_ingest_config {
+    void *router;              /* ZeroMQ ROUTER handle, configured and bound by Python */
+    void *alerts;              /* inproc PUSH/PAIR handle for alert records, or NULL */
+    struct gw_engine *engine;
+    const char *node_name;     /* copied */
+    const char *region;        /* copied */
+    const char *frozen_rule_id; /* fired id of a frozen account's decision; copied */
+    int64_t alert_min_score;   /* also alert `allow` at or above this score; 0 = off */
+    uint32_t alert_queue;      /* records buffered before busy; >= 2 * max batch */
+    uint32_t busy_alerts_ms;   /* retry-after when the alert queue is full */
+    uint32_t busy_paused_ms;   /* retry-after while paused for a handover */
+    uint32_t burst;            /* messages handled per wake-up before counters publish */
+    uint32_t max_backlog_ms;   /* busy (overload) once the thread has found a full burst
+                                * queued at every wake-up for this long; 0 = never */
+    uint32_t busy_overload_ms; /* retry-after of those replies */
+};
+
+/* One decision that needs people. 432 bytes (static_assert in gw_ingest.c). */
+struct gw_alert_record {
+    uint64_t rid;              /* request id of the score request */
+    uint64_t account;
+    uint64_t counterparty;
+    int64_t amount;
+    int64_t ts_ms;
+    int64_t score;
+    int64_t decided_unix_ns;   /* node wall clock when the decision was made */
+    uint32_t version;          /* rule-set version */
+    uint32_t currency;         /* 3 ASCII letters packed little-endian */
+    uint16_t country;          /* 2 ASCII letters packed little-endian, 0 = none */
+    uint16_t mcc;
+    uint8_t channel;           /* 1..6 */
+    uint8_t outcome;           /* enum gw_outcome */
+    uint8_t method;            /* 0 or 1..4 */
+    uint8_t path;              /* enum gw_path */
+    uint8_t flags;             /* GW_DEC_* */
+    uint8_t pad;
+    uint16_t tx_id_len;        /* bytes in tx_id */
+    uint16_t n_fired;          /* entries valid in fired[] (<= GW_ALERT_FIRED) */
+    uint16_t n_fired_total;
+    uint16_t fired[GW_ALERT_FIRED];
+    char tx_id[256];           /* UTF-8 (<= 64 chars), not NUL-terminated */
+};
+
+struct gw_ingest_stats {
+    uint64_t messages;         /* messages received on the ROUTER */
+    uint64_t score_requests;   /* served with a `scored` reply */
+    uint64_t pings;
+    uint64_t decisions;
+    uint64_t outcome[4];
+    uint64_t path[2];
+    uint64_t errors[GW_INGEST_NCODES]; /* error replies by wire code */
+    uint64_t busy;             /* busy replies (all causes) */
+    uint64_t busy_alerts;
+    uint64_t busy_paused;
+    uint64_t busy_overload;
+    uint64_t unroutable;       /* reply to a peer that has gone */
+    uint64_t send_refused;     /* reply refused at the peer's HWM */
+    uint64_t alerts;           /* alert records produced */
+    uint64_t alert_msgs;       /* inproc messages sent */
+    uint64_t alerts_unsent;    /* records produced with no alert socket configured */
+    uint64_t alert_queue;      /* gauge: records waiting for the alert socket */
+    uint64_t alert_queue_max;
+    uint64_t last_burst;       /* gauge: messages handled in the last wake-up */
+    uint64_t max_burst;
+    uint64_t wakeups;
+    uint64_t running;          /* gauge */
+    uint64_t paused;           /* gauge */
+    uint64_t engine_errors;    /* gw_engine_score_batch failed: INTERNAL replies */
+    uint64_t lat_count;        /* service time, receive to reply sent, per request */
+    uint64_t lat_sum_ns;
+    uint64_t lat_max_ns;
+    uint64_t lat_buckets[GW_INGEST_LAT_BUCKETS];
+};
+
+struct gw_ingest;
+
+int gw_ingest_new(const struct gw_ingest_config *cfg, struct gw_ingest **out);
+void gw_ingest_free(struct gw_ingest *ing); /* stops the thread first */
+/* Rule ids of a rule-set version: n ids, id i is blob[offsets[i] .. offsets[i+1]). */
+int gw_ingest_set_rule_ids(struct gw_ingest *ing, uint32_t version, const char *blob,
+                           const uint32_t *offsets, uint32_t n);
+int gw_ingest_start(struct gw_ingest *ing);
+int gw_ingest_stop(struct gw_ingest *ing);
+int gw_ingest_pause(struct gw_ingest *ing, int timeout_ms);
+int gw_ingest_resume(struct gw_ingest *ing);
+int gw_ingest_stats(struct gw_ingest *ing, struct gw_ingest_stats *out);
+/* Like gw_ingest_stats, but waits (up to timeout_ms) for a snapshot taken after the
+ * call: everything replied before the call is counted. GW_ERR_STATE on timeout. */
+int gw_ingest_stats_fresh(struct gw_ingest *ing, struct gw_ingest_stats *out,
+                          int timeout_ms);
+
+/* Decode one request body as the ingest thread does (for tests and fuzzing). Returns 0
+ * (kind, rid, n_txs set) or a wire error code > 0 (rid set for the error reply). */
+int gw_ingest_decode(const uint8_t *body, size_t len, int *kind, uint64_t *rid,
+                     uint32_t *n_txs, struct gw_tx *txs, uint32_t cap);
+/* Process one request body exactly as the thread does, scoring on `engine` (caller owns
+ * it), writing the reply body into out[0..cap). Returns the reply length, or -1 if cap is
+ * too small. For tests without sockets. */
+long gw_ingest_process_one(struct gw_ingest *ing, const uint8_t *body, size_t len,
+                           uint8_t *out, size_t cap);
+
+/* Latency histogram buckets (shared with the load generator): 8 per power of two. */
+static inline uint32_t gw_lat_bucket(uint64_t v) {
+    if (v < 16) return (uint32_t)v;
+    uint32_t e = 63u - (uint32_t)__builtin_clzll(v);
+    uint32_t idx = (e - 2) * 8 + (uint32_t)((v >> (e - 3)) & 7);
+    return idx < GW_INGEST_LAT_BUCKETS ? idx : GW_INGEST_LAT_BUCKETS - 1;
+}
+uint64_t gw_lat_bucket_upper(uint32_t idx);
+
+#endif
