@@ -49,7 +49,8 @@ def _classify(body: bytes, endpoint: Endpoint, detail: str) -> ProtocolError:
             ErrorCode.MALFORMED, "a message is a msgpack array starting with its type tag"
         )
     tag = raw[0]
-    rid = raw[2] if len(raw) > 2 and isinstance(raw[2], int) and raw[2] >= 0 else 0
+    rid = raw[2] if (len(raw) > 2 and isinstance(raw[2], int) and not isinstance(raw[2], bool)
+                     and raw[2] >= 0) else 0
     version = raw[1] if len(raw) > 1 else None
     if isinstance(version, int) and not isinstance(version, bool):
         if version != wire.PROTOCOL_VERSION:

@@ -71,12 +71,12 @@ class Transaction(Struct, array_like=True, frozen=True, gc=False):
     account: U64
     counterparty: U64
     amount: NonNeg
-    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")]
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]
     channel: Channel
     mcc: Annotated[int, Meta(ge=0, le=9999)]
     device: ShortStr
     ip: Annotated[str, Meta(max_length=45)]
-    country: Annotated[str, Meta(pattern="^([A-Z]{2})?$")]
+    country: Annotated[str, Meta(pattern=r"^([A-Z]{2})?\Z")]
     city: ShortStr
     ts_ms: Annotated[int, Meta(ge=0, le=2**53)]
 

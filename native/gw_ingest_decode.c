@@ -34,9 +34,8 @@ static int read_uint_max(struct gw_mp_reader *r, uint64_t *v, uint64_t max) {
     return neg || *v > max ? -1 : 0;
 }
 
-/* Python's re.search("^[A-Z]{k}$") also matches with one trailing newline. */
+/* Exactly k capital ASCII letters (the wire schema's `^[A-Z]{k}\Z`). */
 static int caps(const char *s, uint32_t n, uint32_t k) {
-    if (n == k + 1 && s[k] == '\n') n = k;
     if (n != k) return 0;
     for (uint32_t i = 0; i < k; i++)
         if (s[i] < 'A' || s[i] > 'Z') return 0;
@@ -71,7 +70,7 @@ static int decode_tx(struct gw_mp_reader *r, struct gw_tx *tx, const char **id,
     if (read_text(r, &s, &len, 0, 45)) return -1;
     tx->ip = len ? gw_hash_str(s, len) : 0;
     if (read_text(r, &s, &len, 0, 3)) return -1;
-    if (len == 0 || (len == 1 && s[0] == '\n')) tx->country = 0;
+    if (len == 0) tx->country = 0;
     else if (caps(s, len, 2)) tx->country = (uint16_t)((uint8_t)s[0] | (uint8_t)s[1] << 8);
     else return -1;
     if (read_text(r, &s, &len, 0, 64)) return -1;

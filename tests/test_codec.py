@@ -108,3 +108,15 @@ def test_arbitrary_bytes_never_escape_as_other_exceptions(data: bytes) -> None:
             EndpointCodec(ep).decode([data])
         except ProtocolError as exc:
             assert isinstance(exc.code, ErrorCode)
+
+
+def test_currency_and_country_refuse_a_trailing_newline() -> None:
+    good = msgspec.msgpack.decode(enc(wire.ScoreRequest(1, 8, [TX])))
+    for index, value in ((4, "EUR\n"), (9, "DE\n"), (9, "\n")):
+        tx = list(good[3][0])
+        tx[index] = value
+        assert code_of(Endpoint.INGEST, [enc([*good[:3], [tx]])]) == (ErrorCode.MALFORMED, 8)
+
+
+def test_bool_request_id_is_not_echoed() -> None:
+    assert code_of(Endpoint.INGEST, [enc(["nope", 1, True])]) == (ErrorCode.UNKNOWN_TYPE, 0)
