@@ -38,6 +38,15 @@ _ENDPOINT_TAGS: Final[dict[Endpoint, frozenset[str]]] = {
     for ep, tp in _ENDPOINT_TYPES.items()
 }
 
+def _version_error(version: int, rid: int) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.UNSUPPORTED_VERSION,
+        f"protocol version {version} is not supported (this node speaks "
+        f"{wire.PROTOCOL_VERSION})",
+        rid,
+    )
+
+
 def _classify(body: bytes, endpoint: Endpoint, detail: str) -> ProtocolError:
     """Explain why ``body`` did not decode as a request for ``endpoint``."""
     try:
@@ -54,12 +63,7 @@ def _classify(body: bytes, endpoint: Endpoint, detail: str) -> ProtocolError:
     version = raw[1] if len(raw) > 1 else None
     if isinstance(version, int) and not isinstance(version, bool):
         if version != wire.PROTOCOL_VERSION:
-            return ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"protocol version {version} is not supported (this node speaks "
-                f"{wire.PROTOCOL_VERSION})",
-                rid,
-            )
+            return _version_error(version, rid)
     if tag not in _ENDPOINT_TAGS[endpoint]:
         if tag in wire.REQUEST_TAGS:
             return ProtocolError(
@@ -81,14 +85,17 @@ class EndpointCodec:
         )
         self._encoder = wire.encoder()
 
-    def decode(self, frames: Sequence[bytes]) -> Any:
-        """Decode the body frames of one message (the ROUTER identity already removed)."""
-        if not frames or (len(frames) == 1 and not frames[0]):
+    def decode(self, frames: Sequence[bytes], dropped: int = 0) -> Any:
+        """Decode the body frames of one message (the ROUTER identity already removed).
+
+        ``dropped`` counts further frames the transport read and discarded past its cap.
+        """
+        if not frames or (len(frames) == 1 and not frames[0] and not dropped):
             raise ProtocolError(ErrorCode.EMPTY_MESSAGE, "message has no body")
-        if len(frames) > wire.MAX_BODY_FRAMES:
+        if len(frames) + dropped > wire.MAX_BODY_FRAMES:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_FRAMES,
-                f"{len(frames)} body frames; at most {wire.MAX_BODY_FRAMES} accepted",
+                f"{len(frames) + dropped} body frames; at most {wire.MAX_BODY_FRAMES} accepted",
             )
         body = frames[0]
         if len(body) > wire.MAX_FRAME_BYTES:
@@ -102,12 +109,7 @@ class EndpointCodec:
         except RecursionError:
             raise ProtocolError(ErrorCode.MALFORMED, "nesting too deep") from None
         if msg.v != wire.PROTOCOL_VERSION:
-            raise ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"protocol version {msg.v} is not supported (this node speaks "
-                f"{wire.PROTOCOL_VERSION})",
-                msg.rid,
-            )
+            raise _version_error(msg.v, msg.rid)
         if isinstance(msg, wire.ScoreRequest):
             if not msg.txs:
                 raise ProtocolError(ErrorCode.INVALID, "score request with no transaction",

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -64,8 +64,6 @@ class Node:
         self.endpoints: dict[Endpoint, RouterEndpoint] = {}  # the Python-served ones
         self.ingest: NativeIngestEndpoint | None = None  # native ingest (config ingest.mode)
         self.urls: dict[Endpoint, str] = {}  # every bound endpoint
-        self.ready = anyio.Event()
-        self._stop: Callable[[], None] | None = None
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -105,11 +103,6 @@ class Node:
         self.store.record_ruleset(version, filename, source, engine.info.rules, "live")
         return engine
 
-    def stop(self) -> None:
-        """Ask a running node to stop (safe to call from the node's own event loop)."""
-        if self._stop is not None:
-            self._stop()
-
     async def run(self, *, task_status: anyio.abc.TaskStatus[Node] = anyio.TASK_STATUS_IGNORED,
                   ) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
@@ -143,7 +136,6 @@ class Node:
                 metrics = start_metrics_server(self, cfg.metrics.host, cfg.metrics.port)
             self._announce(metrics)
             async with anyio.create_task_group() as tg:
-                self._stop = tg.cancel_scope.cancel
                 handlers = {Endpoint.INGEST: self._on_ingest, Endpoint.CLIENTS: self._on_client,
                             Endpoint.SERVICES: self._on_service}
                 for ep, sock in self.endpoints.items():
@@ -152,7 +144,6 @@ class Node:
                     tg.start_soon(self.ingest.serve, self.counters, self._on_native_alert)
                 if self.handle_signals:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
-                self.ready.set()
                 task_status.started(self)
         finally:
             if self.ingest is not None:
@@ -195,12 +186,7 @@ class Node:
         return self._codecs[ep].error_reply(err)
 
     def _decode(self, ep: Endpoint, frames: Sequence[bytes], dropped: int) -> Any:
-        if dropped:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_FRAMES,
-                f"{len(frames) + dropped} body frames; at most {wire.MAX_BODY_FRAMES} accepted",
-            )
-        return self._codecs[ep].decode(frames)
+        return self._codecs[ep].decode(frames, dropped)
 
     def _pong(self, rid: int) -> bytes:
         cfg = self.config.node

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-SCHEMA: Final = 1
 MIGRATIONS: Final[list[str]] = [
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,4 +98,4 @@ class Store:
         self.db.close()
 
 
-__all__ = ["MIGRATIONS", "SCHEMA", "Store", "StoredRuleSet"]
+__all__ = ["MIGRATIONS", "Store", "StoredRuleSet"]

@@ -83,6 +83,44 @@ def _recv_frames(sock: zmq.Socket[Any], max_frames: int) -> tuple[list[bytes], i
     return frames, dropped
 
 
+class MonitorWatcher:
+    """Owner of a socket-monitor PAIR socket: counts connection events as
+    ``{name}_peers_{event}`` (as :class:`RouterEndpoint` does for its own socket). Used for
+    sockets that another thread serves, e.g. the native ingest ROUTER."""
+
+    _NAMES: Final[dict[int, str]] = {
+        zmq.EVENT_ACCEPTED: "accepted",
+        zmq.EVENT_DISCONNECTED: "disconnected",
+        zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed",
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth_failed",
+        zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
+    }
+    EVENTS: Final[int] = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+    def __init__(self, monitor: zmq.Socket[Any], name: str) -> None:
+        self._mon = monitor
+        self.name = name
+        self._never: list[anyio.CancelScope | None] = [None]
+
+    async def run(self, counters: Counters) -> None:
+        """Own the monitor socket until cancelled."""
+        while True:
+            try:
+                frames = self._mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                await _wait_fd(self._mon, self._never, lambda: False)
+                continue
+            event = parse_monitor_message(frames)
+            kind = self._NAMES.get(event["event"])
+            if kind is not None:
+                counters.inc(f"{self.name}_peers_{kind}")
+
+    def close(self) -> None:
+        self._mon.close(0)
+
+
 class RouterEndpoint:
     """A bound ROUTER socket and its owner loop."""
 
@@ -97,10 +135,8 @@ class RouterEndpoint:
             self._sock.curve_secretkey = curve_server_key
         self._sock.bind(url)
         self.url: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._monitor: zmq.Socket[Any] = self._sock.get_monitor_socket(
-            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-        )
+        self._monitor = MonitorWatcher(self._sock.get_monitor_socket(MonitorWatcher.EVENTS),
+                                       name)
         self._outbox: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self._wake: list[anyio.CancelScope | None] = [None]
         self._closed = False
@@ -136,7 +172,7 @@ class RouterEndpoint:
         counters = self.counters
         received = f"{self.name}_messages"
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_monitor)
+            tg.start_soon(self._monitor.run, counters)
             try:
                 while True:
                     busy = False
@@ -161,33 +197,11 @@ class RouterEndpoint:
             finally:
                 tg.cancel_scope.cancel()
 
-    async def _watch_monitor(self) -> None:
-        """Count connection events of the ROUTER socket (owner of the monitor socket)."""
-        mon = self._monitor
-        names: dict[int, str] = {
-            zmq.EVENT_ACCEPTED: "accepted",
-            zmq.EVENT_DISCONNECTED: "disconnected",
-            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed",
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth_failed",
-            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
-        }
-        never: list[anyio.CancelScope | None] = [None]
-        while True:
-            try:
-                frames = mon.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                await _wait_fd(mon, never, lambda: False)
-                continue
-            event = parse_monitor_message(frames)
-            name = names.get(int(event["event"]))
-            if name is not None:
-                self.counters.inc(f"{self.name}_peers_{name}")
-
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._sock.disable_monitor()
-            self._monitor.close(0)
+            self._monitor.close()
             self._sock.close(0)
 
 
@@ -333,6 +347,7 @@ def request_blocking(url: str, body: bytes, *, timeout: float = 5.0) -> bytes:
 __all__ = [
     "DealerConnection",
     "Handler",
+    "MonitorWatcher",
     "RouterEndpoint",
     "configure_router",
     "open_dealer",
@@ -380,44 +395,3 @@ class PullReceiver:
 
 
 __all__ += ["PullReceiver"]
-
-
-class MonitorWatcher:
-    """Owner of a socket-monitor PAIR socket: counts connection events as
-    ``{name}_peers_{event}`` (as :class:`RouterEndpoint` does for its own socket). Used for
-    sockets that another thread serves, e.g. the native ingest ROUTER."""
-
-    _NAMES: Final[dict[int, str]] = {
-        zmq.EVENT_ACCEPTED: "accepted",
-        zmq.EVENT_DISCONNECTED: "disconnected",
-        zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed",
-        zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth_failed",
-        zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
-    }
-    EVENTS: Final[int] = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
-                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-
-    def __init__(self, monitor: zmq.Socket[Any], name: str) -> None:
-        self._mon = monitor
-        self.name = name
-        self._never: list[anyio.CancelScope | None] = [None]
-
-    async def run(self, counters: Counters) -> None:
-        """Own the monitor socket until cancelled."""
-        while True:
-            try:
-                frames = self._mon.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                await _wait_fd(self._mon, self._never, lambda: False)
-                continue
-            event = parse_monitor_message(frames)
-            kind = self._NAMES.get(event["event"])
-            if kind is not None:
-                counters.inc(f"{self.name}_peers_{kind}")
-
-    def close(self) -> None:
-        self._mon.close(0)
-
-
-__all__ += ["MonitorWatcher"]

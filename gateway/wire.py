@@ -235,16 +235,7 @@ Reply = (
     | AlertNotice
 )
 
-REQUEST_TAGS: Final = frozenset(
-    t.__struct_config__.tag
-    for t in (Ping, ScoreRequest, StatusRequest, RulesLoad, RulesRollback,
-              ShadowReportRequest, TrustedLoad, Hello)
-)
-REPLY_TAGS: Final = frozenset(
-    t.__struct_config__.tag
-    for t in (Pong, ScoreReply, Busy, Error, StatusReply, RulesLoaded, ShadowReport,
-              TrustedLoaded, Welcome, AlertNotice)
-)
+REQUEST_TAGS: Final = frozenset(t.__struct_config__.tag for t in Request.__args__)
 
 
 def encoder() -> msgspec.msgpack.Encoder:
@@ -258,7 +249,6 @@ __all__ = [
     "MAX_FRAME_BYTES",
     "MAX_ID_LEN",
     "PROTOCOL_VERSION",
-    "REPLY_TAGS",
     "REQUEST_TAGS",
     "AlertNotice",
     "Busy",
