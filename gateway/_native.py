@@ -14,7 +14,7 @@ from typing import Any, Final, NoReturn
 from gateway._gateway_native import ffi, lib  # the one import of the extension
 from gateway.errors import ConfigError, NativeCapacityError, NativeError, NativeMemoryError
 
-EXPECTED_ABI: Final = 1
+EXPECTED_ABI: Final = 2
 
 ffi_: Any = ffi
 lib_: Any = lib
@@ -179,6 +179,9 @@ class TxBatch:
 
 
 RawNative = tuple[int, int, int, int, int, list[int], int, int]
+# (vel_1m_count, vel_1m_sum, vel_1h_count, vel_1h_sum, vel_24h_count, vel_24h_sum, baseline,
+#  known_devices, tx_count): the field order of gateway.wire.AccountProfile
+RawProfile = tuple[int, int, int, int, int, int, int, int, int]
 
 
 def _unpack(d: Any) -> RawNative:
@@ -194,6 +197,7 @@ class NativeEngine:
         check(lib.gw_engine_new(max_accounts, out), "create scoring engine")
         self.ptr: Any = ffi.gc(out[0], lib.gw_engine_free)
         self._dec: Any = ffi.new("struct gw_decision *")
+        self._profile: Any = ffi.new("struct gw_profile *")
 
     def set_rules(self, rs: NativeRuleSet) -> None:
         check(lib.gw_engine_set_rules(self.ptr, rs.ptr), "install rule set")
@@ -231,6 +235,18 @@ class NativeEngine:
         out = ffi.new("struct gw_decision[]", max(batch.n, 1))
         check(lib.gw_engine_score_batch(self.ptr, batch.ptr, batch.n, out), "score batch")
         return [_unpack(out[i]) for i in range(batch.n)]
+
+    def profile(self, account: int, ts_ms: int) -> RawProfile | None:
+        """The account's state with velocity taken at ``ts_ms``; None when it has none.
+        Account state is single-writer: call only where scoring on this engine is allowed."""
+        p = self._profile
+        status = lib.gw_engine_profile(self.ptr, account, ts_ms, p)
+        if status == lib.GW_ERR_NOT_FOUND:
+            return None
+        if status:
+            check(status, "account profile")
+        return (p.vel_1m_count, p.vel_1m_sum, p.vel_1h_count, p.vel_1h_sum, p.vel_24h_count,
+                p.vel_24h_sum, p.baseline, p.known_devices, p.tx_count)
 
     def stats(self) -> dict[str, int]:
         s = ffi.new("struct gw_engine_stats *")
@@ -278,6 +294,7 @@ __all__ = [
     "NativeRuleSet",
     "NativeTrusted",
     "RawNative",
+    "RawProfile",
     "TxBatch",
     "abi_version",
     "check",
@@ -289,16 +306,16 @@ __all__ = [
 # -- ingest --- native ingest multiplexer and load generator (native/gw_ingest.h,
 # gw_loadgen.h, gw_zmq.h); owned by the ingest work, appended here as the one boundary.
 
-ALERT_RECORD_SIZE: Final = 432  # sizeof(struct gw_alert_record), checked at import
+ALERT_RECORD_SIZE: Final = 496  # sizeof(struct gw_alert_record), checked at import
 INGEST_LAT_BUCKETS: Final = 512
 
 if ffi.sizeof("struct gw_alert_record") != ALERT_RECORD_SIZE:  # pragma: no cover
     raise ImportError("struct gw_alert_record changed size: update ALERT_RECORD_SIZE")
 
 # (rid, account, counterparty, amount, ts_ms, score, decided_unix_ns, version, currency,
-#  country, mcc, channel, outcome, method, path, flags, tx_id, fired, n_fired_total)
+#  country, mcc, channel, outcome, method, path, flags, tx_id, fired, n_fired_total, profile)
 RawAlert = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int,
-                 int, str, tuple[int, ...], int]
+                 int, str, tuple[int, ...], int, RawProfile | None]
 
 
 def load_libzmq(path: str) -> None:
@@ -417,7 +434,7 @@ def ingest_decode(body: bytes) -> tuple[int, int, int, int]:
     return code, int(kind[0]), int(rid[0]), int(n[0])
 
 
-_ALERT_FORMAT: Final = struct.Struct("<QQQqqqqIIHHBBBBBxHHH48H256s")  # gw_alert_record
+_ALERT_FORMAT: Final = struct.Struct("<QQQqqqqIIHHBBBBBxHHH48H256s7qIBB2x")  # gw_alert_record
 if _ALERT_FORMAT.size != ALERT_RECORD_SIZE:  # pragma: no cover
     raise ImportError("_ALERT_FORMAT does not match struct gw_alert_record")
 
@@ -430,7 +447,11 @@ def alert_records(body: bytes) -> list[RawAlert]:
     for f in _ALERT_FORMAT.iter_unpack(body):
         n_fired = min(f[17], 48)
         tx_id = f[67][: f[16]].decode("utf-8", "replace")
-        out.append((*f[:16], tx_id, f[19:19 + n_fired], f[18]))
+        # f[68..73] velocity counts and sums, f[74] baseline, f[75] tx_count,
+        # f[76] known_devices, f[77] has_profile
+        profile: RawProfile | None = (
+            (f[68], f[69], f[70], f[71], f[72], f[73], f[74], f[76], f[75]) if f[77] else None)
+        out.append((*f[:16], tx_id, f[19:19 + n_fired], f[18], profile))
     return out
 
 

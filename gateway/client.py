@@ -1,4 +1,7 @@
-"""Producer SDK: payment systems score transactions on a node's ingest endpoint.
+"""Client SDKs: payment systems score transactions (producer); officer apps receive their
+alert stream (:func:`open_officer`, see ``gateway._officer``).
+
+Producer, on a node's ingest endpoint:
 
 ::
 
@@ -25,6 +28,8 @@ import anyio
 import zmq
 
 from gateway import wire
+from gateway._officer import OfficerClient, StreamItem, open_officer
+from gateway.auth import OfficerKey, load_key
 from gateway.errors import BusyError, ErrorCode, ProtocolError, RemoteError
 from gateway.transport import DealerConnection, open_dealer
 
@@ -133,4 +138,14 @@ async def open_producer(url: str, *, ctx: zmq.Context[Any] | None = None,
                        max_retry_after_ms=max_retry_after_ms)
 
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_IN_FLIGHT", "Producer", "open_producer"]
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_IN_FLIGHT",
+    "OfficerClient",
+    "OfficerKey",
+    "Producer",
+    "StreamItem",
+    "load_key",
+    "open_officer",
+    "open_producer",
+]

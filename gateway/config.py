@@ -53,12 +53,21 @@ class IngestSection(Struct, forbid_unknown_fields=True, kw_only=True):
     max_backlog_ms: Annotated[int, Meta(ge=0, le=60_000)] = 0
 
 
+class DeliverySection(Struct, forbid_unknown_fields=True, kw_only=True):
+    window: Annotated[int, Meta(ge=1, le=4096)] = 32
+    critical_window: Annotated[int, Meta(ge=1, le=4096)] = 32
+    rto_ms: Annotated[int, Meta(ge=10, le=600_000)] = 1000
+    max_rto_ms: Annotated[int, Meta(ge=10, le=3_600_000)] = 30_000
+    offline_after_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 3500
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     node: NodeSection = msgspec.field(default_factory=NodeSection)
     endpoints: EndpointsSection = msgspec.field(default_factory=EndpointsSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
     ingest: IngestSection = msgspec.field(default_factory=IngestSection)
+    delivery: DeliverySection = msgspec.field(default_factory=DeliverySection)
 
 
 CONFIG_REFERENCE = """\
@@ -94,6 +103,13 @@ alert_queue = 8192         # alert records buffered in C; when full, producers g
 busy_retry_ms = 5          # retry-after of those `busy` replies
 max_backlog_ms = 0         # native: after saturation this long, shed queued requests with
                            # `busy` until the queue drains (0 = never; e.g. 50)
+
+[delivery]                 # officer streams (see docs/protocol.md, "Delivery")
+window = 32                # unconfirmed high/normal/bulk messages per device
+critical_window = 32       # unconfirmed critical messages per device (a window of its own)
+rto_ms = 1000              # redeliver after this long without confirmation (doubles)
+max_rto_ms = 30000         # longest wait between redeliveries
+offline_after_ms = 3500    # a device without heartbeat this long is offline
 """
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

@@ -13,7 +13,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 from rich.console import Console, Group
@@ -21,6 +20,8 @@ from rich.live import Live
 from rich.table import Table
 
 from gateway import wire
+from gateway.auth import OfficerKey, new_keypair
+from gateway.client import open_officer
 from gateway.codec import Endpoint
 from gateway.config import Config, EndpointsSection, NodeSection
 from gateway.counters import LatencyHistogram
@@ -44,6 +45,7 @@ class DemoStats:
     outcomes: dict[str, int] = field(default_factory=dict)
     paths: dict[str, int] = field(default_factory=dict)
     alerts_received: int = 0
+    acknowledged: int = 0
     alerts_by_severity: dict[str, int] = field(default_factory=dict)
     round_trip: LatencyHistogram = field(default_factory=LatencyHistogram)
     alert_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -99,20 +101,26 @@ async def _producer(conn: DealerConnection, gen: TransactionGenerator, stats: De
             await anyio.sleep(max(0.0, next_tick - time.monotonic()))
 
 
-async def _officer(url: str, device: str, stats: DemoStats, ready: anyio.Event) -> None:
-    def on_push(msg: Any) -> None:
-        if isinstance(msg, wire.AlertNotice):
-            stats.alerts_received += 1
-            sev = msg.severity.value
-            stats.alerts_by_severity[sev] = stats.alerts_by_severity.get(sev, 0) + 1
-            stats.alert_latency.record_us((time.time_ns() - msg.decided_unix_ns) / 1000)
-
-    async with open_dealer(url, on_unmatched=on_push) as conn:
-        reply = await conn.request(wire.Hello(wire.PROTOCOL_VERSION, conn.next_rid(), device))
-        if not isinstance(reply, wire.Welcome):
-            raise GatewayError(f"officer {device}: unexpected reply {reply!r}")
+async def _officer(node: Node, name: str, stats: DemoStats, ready: anyio.Event) -> None:
+    """A simulated officer app: its own CURVE key, registered with the node, one device;
+    it acknowledges every critical alert, as an officer on duty would."""
+    public, secret = new_keypair()
+    registered = anyio.Event()
+    node.desk.register_key(name, public, "demo", on_durable=registered.set)
+    await registered.wait()
+    key = OfficerKey(name, public, secret, node.server_keys.public,
+                     node.urls[Endpoint.CLIENTS])
+    async with open_officer(key, device="phone") as client:
         ready.set()
-        await anyio.sleep_forever()
+        async for push in client.alerts():
+            stats.alerts_received += 1
+            alert = push.alert
+            sev = alert.severity.value
+            stats.alerts_by_severity[sev] = stats.alerts_by_severity.get(sev, 0) + 1
+            stats.alert_latency.record_us((time.time_ns() - alert.decided_unix_ns) / 1000)
+            if alert.severity is wire.Severity.CRITICAL:
+                await client.acknowledge(alert.alert_id)
+                stats.acknowledged += 1
 
 
 def _table(stats: DemoStats, node: Node, seconds: float) -> Table:
@@ -164,10 +172,9 @@ async def _demo(seconds: float, rate: int, officers: int, seed: int, live: bool,
         stats = DemoStats()
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
-            clients_url = node.urls[Endpoint.CLIENTS]
             for i in range(officers):
                 ready = anyio.Event()
-                tg.start_soon(_officer, clients_url, f"officer-{i + 1}/phone", stats, ready)
+                tg.start_soon(_officer, node, f"officer-{i + 1}", stats, ready)
                 with anyio.fail_after(5):
                     await ready.wait()
             stats.started = time.monotonic()
@@ -235,6 +242,7 @@ def _summary(stats: DemoStats, console: Console) -> None:
         f"  alerts to officers     {stats.alerts_received:,} "
         f"(p50 {stats.alert_latency.percentile_us(0.5) / 1000:.2f} ms, "
         f"p99 {stats.alert_latency.percentile_us(0.99) / 1000:.2f} ms)",
+        f"  critical acknowledged  {stats.acknowledged:,} (journaled, synced to all devices)",
         f"  round trip             p50 {stats.round_trip.percentile_us(0.5) / 1000:.2f} ms, "
         f"p99 {stats.round_trip.percentile_us(0.99) / 1000:.2f} ms",
         f"  errors                 {stats.errors}, busy replies {stats.busy}",

@@ -24,6 +24,7 @@ class ErrorCode(enum.IntEnum):
     RULES_INVALID = 10  # a rule file was refused; the running set stays
     NOT_FOUND = 11  # the referenced object does not exist
     INTERNAL = 12  # the node failed to serve a valid request; nothing was applied
+    NOT_ATTACHED = 13  # the device has no session on this node (send `hello` again)
 
 
 class GatewayError(Exception):
@@ -91,6 +92,14 @@ class RequestTimeoutError(GatewayError):
     """A request to the node got no answer before its deadline."""
 
 
+class SessionEndedError(GatewayError):
+    """The node ended this officer device's session (key revoked, device replaced)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"session ended by the node: {reason}")
+        self.reason = reason
+
+
 __all__ = [
     "BusyError",
     "ConfigError",
@@ -102,4 +111,5 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RequestTimeoutError",
+    "SessionEndedError",
 ]

@@ -94,6 +94,14 @@ class AlertRecord:
     decision: wire.Decision
     decided_unix_ns: int
     fired_total: int  # rules fired; decision.fired holds at most the first 48
+    # the account's state right after the request was scored (None: it had no state)
+    profile: wire.AccountProfile | None = None
+
+
+def tx_summary_from_record(rec: AlertRecord) -> wire.TxSummary:
+    """The payment behind a native alert record, as an alert shows it."""
+    return wire.TxSummary(rec.decision.tx_id, rec.account, rec.counterparty, rec.amount,
+                          rec.currency, rec.channel.value, rec.mcc, rec.country, rec.ts_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +221,7 @@ class NativeIngestEndpoint:
         for raw in _native.alert_records(body):
             (rid, account, counterparty, amount, ts_ms, score, decided_ns, version, currency,
              country, mcc, channel, outcome, method, path, flags, tx_id, fired,
-             fired_total) = raw
+             fired_total, profile) = raw
             ids: tuple[str, ...]
             if flags & 1:
                 ids = (FROZEN_RULE_ID,)
@@ -225,7 +233,8 @@ class NativeIngestEndpoint:
             out.append(AlertRecord(rid, account, counterparty, amount, _code(currency, 3),
                                    _CHANNELS[(channel - 1) % 6], mcc,
                                    _code(country, 2) if country else "", ts_ms, decision,
-                                   decided_ns, fired_total))
+                                   decided_ns, fired_total,
+                                   wire.AccountProfile(*profile) if profile else None))
         return out
 
     async def serve_alerts(self, on_alert: Callable[[AlertRecord], None]) -> None:
@@ -351,4 +360,5 @@ __all__ = [
     "flatten_stats",
     "libzmq_path",
     "percentile_ns",
+    "tx_summary_from_record",
 ]

@@ -20,25 +20,34 @@ import anyio
 import zmq
 
 from gateway import __version__, wire
+from gateway.alert_content import decision_alert, tx_summary_from_transaction
+from gateway.alerting import AlertDesk, DeliverySettings
+from gateway.auth import load_or_create_server_keys
 from gateway.codec import Endpoint, EndpointCodec
 from gateway.config import Config
 from gateway.counters import Counters, LatencyHistogram
 from gateway.errors import ErrorCode, GatewayError, ProtocolError
-from gateway.ingest import AlertRecord, IngestSettings, NativeIngestEndpoint
-from gateway.scoring import DEFAULT_RULES_PATH, RuleFileError, ScoringEngine, parse_rules
+from gateway.ingest import (
+    AlertRecord,
+    IngestSettings,
+    NativeIngestEndpoint,
+    tx_summary_from_record,
+)
+from gateway.journal import Journal
+from gateway.scoring import (
+    DEFAULT_RULES_PATH,
+    RuleFileError,
+    RuleSetVersionNotKeptError,
+    ScoringEngine,
+    parse_rules,
+)
 from gateway.store import Store
-from gateway.transport import RouterEndpoint
+from gateway.transport import RouterEndpoint, ZapAuthenticator
 
 log = logging.getLogger(__name__)
 
 KEEP_AT_START = 8  # kept rule sets reinstated at start, so rollback works after a restart
 
-_SEVERITY = {
-    wire.Outcome.BLOCK_AND_FREEZE: wire.Severity.CRITICAL,
-    wire.Outcome.BLOCK: wire.Severity.HIGH,
-    wire.Outcome.STEP_UP: wire.Severity.MEDIUM,
-    wire.Outcome.ALLOW: wire.Severity.LOW,
-}
 
 
 class Node:
@@ -53,14 +62,21 @@ class Node:
         self.out = out if out is not None else sys.stdout
         self.handle_signals = handle_signals
         self.store = Store(config.node.data_dir)
+        self.journal = Journal(self.store.path)
+        self.server_keys = load_or_create_server_keys(self.store.dir)
+        d = config.delivery
+        self.desk = AlertDesk(
+            store=self.store, journal=self.journal, counters=self.counters,
+            node_name=config.node.name, region=config.node.region,
+            settings=DeliverySettings(window=d.window, critical_window=d.critical_window,
+                                      rto_ms=d.rto_ms, max_rto_ms=d.max_rto_ms,
+                                      offline_after_ms=d.offline_after_ms))
         self.engine = self._open_engine()
         if config.node.trusted:
             n = self.engine.load_trusted(config.node.trusted)
             self.counters.inc("trusted_loaded", n)
         self._codecs = {ep: EndpointCodec(ep) for ep in Endpoint}
         self._encode = wire.encoder().encode
-        self._officers: dict[bytes, str] = {}
-        self._alert_seq = 0
         self.endpoints: dict[Endpoint, RouterEndpoint] = {}  # the Python-served ones
         self.ingest: NativeIngestEndpoint | None = None  # native ingest (config ingest.mode)
         self.urls: dict[Endpoint, str] = {}  # every bound endpoint
@@ -107,6 +123,8 @@ class Node:
                   ) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
         cfg = self.config
+        # the ZAP handler must be bound before the CURVE clients endpoint
+        zap = ZapAuthenticator(ctx, self.desk.authorize)
         try:
             urls = {Endpoint.INGEST: cfg.endpoints.ingest, Endpoint.CLIENTS: cfg.endpoints.clients,
                     Endpoint.SERVICES: cfg.endpoints.services}
@@ -122,13 +140,23 @@ class Node:
                                 max_backlog_ms=cfg.ingest.max_backlog_ms))
                         self.urls[ep] = self.ingest.url
                         continue
-                    self.endpoints[ep] = RouterEndpoint(ctx, ep.value, url, self.counters)
+                    if ep is Endpoint.CLIENTS:
+                        self.endpoints[ep] = RouterEndpoint(
+                            ctx, ep.value, url, self.counters, lanes=wire.LANES,
+                            curve_server_key=self.server_keys.secret.encode())
+                    else:
+                        self.endpoints[ep] = RouterEndpoint(ctx, ep.value, url, self.counters)
                     self.urls[ep] = self.endpoints[ep].url
                 except zmq.ZMQError as exc:
                     raise GatewayError(
                         f"cannot bind the {ep.value} endpoint {url}: {exc}"
                     ) from None
-            self.endpoints[Endpoint.CLIENTS].on_unroutable = self._officer_gone
+            clients = self.endpoints[Endpoint.CLIENTS]
+            services = self.endpoints[Endpoint.SERVICES]
+            clients.on_unroutable = self.desk.peer_gone
+            self.desk.bind(reply_client=lambda ident, body: clients.send_nowait(ident, body, 0),
+                           reply_service=lambda ident, body: services.send_nowait(ident, body),
+                           push=clients.send_nowait)
             metrics = None
             if cfg.metrics.port:
                 from gateway.metrics import start_metrics_server
@@ -138,6 +166,9 @@ class Node:
             async with anyio.create_task_group() as tg:
                 handlers = {Endpoint.INGEST: self._on_ingest, Endpoint.CLIENTS: self._on_client,
                             Endpoint.SERVICES: self._on_service}
+                tg.start_soon(zap.run)
+                tg.start_soon(self.journal.run)
+                tg.start_soon(self.desk.run_ticks)
                 for ep, sock in self.endpoints.items():
                     tg.start_soon(sock.serve, handlers[ep])
                 if self.ingest is not None:
@@ -150,7 +181,9 @@ class Node:
                 self.ingest.close()  # joins the native thread before the context ends
             for sock in self.endpoints.values():
                 sock.close()
+            zap.close()
             ctx.term()
+            self.journal.close()
             self.store.close()
             print(f"gateway node {cfg.node.name}: stopped", file=self.out, flush=True)
 
@@ -166,6 +199,9 @@ class Node:
         for ep, url in self.urls.items():
             lines.append(f"  {ep.value:<9} {url}")
         lines.append(f"  scoring   {'native ingest thread' if self.ingest else 'python ingest'}")
+        lines.append(f"  journal   event {self.journal.durable_seq}, "
+                     f"{len(self.desk.keys.active_officers())} officers with active keys")
+        lines.append(f"  curve     {self.server_keys.public} (clients endpoint server key)")
         if metrics is not None:
             lines.append(f"  metrics   http://{cfg.metrics.host}:{cfg.metrics.port}/metrics")
         print("\n".join(lines), file=self.out, flush=True)
@@ -211,46 +247,40 @@ class Node:
         for tx, d in zip(msg.txs, decisions, strict=True):
             counters.inc(f"decisions.{d.outcome.value}")
             if d.outcome is not wire.Outcome.ALLOW or (min_score and d.score >= min_score):
-                self._raise_alert(tx.account, d)
+                self._raise_alert(tx_summary_from_transaction(tx), d, time.time_ns(),
+                                  self.engine.profile(tx.account, tx.ts_ms))
         return self._encode(wire.ScoreReply(wire.PROTOCOL_VERSION, msg.rid, decisions))
 
     def _on_native_alert(self, rec: AlertRecord) -> None:
         """A risky decision reported by the native ingest thread (inproc alert record)."""
-        self._raise_alert(rec.account, rec.decision, rec.decided_unix_ns)
+        self._raise_alert(tx_summary_from_record(rec), rec.decision, rec.decided_unix_ns,
+                          rec.profile)
 
-    def _raise_alert(self, account: int, d: wire.Decision,
-                     decided_unix_ns: int | None = None) -> None:
-        self._alert_seq += 1
-        severity = _SEVERITY[d.outcome]
-        self.counters.inc(f"alerts.{severity.value}")
-        if not self._officers:
-            return
-        body = self._encode(wire.AlertNotice(
-            wire.PROTOCOL_VERSION, 0, self._alert_seq, severity, account, d,
-            decided_unix_ns if decided_unix_ns is not None else time.time_ns()))
-        clients = self.endpoints[Endpoint.CLIENTS]
-        for ident in self._officers:
-            clients.send_nowait(ident, body)
-        self.counters.inc("alert_notices_sent", len(self._officers))
+    def _raise_alert(self, tx: wire.TxSummary, d: wire.Decision, decided_unix_ns: int,
+                     profile: wire.AccountProfile | None) -> None:
+        try:
+            descriptions = self.engine.rule_descriptions(d.ruleset_version)
+        except RuleSetVersionNotKeptError:  # many reloads since: ids without descriptions
+            descriptions = {}
+        source = self.config.node.name
 
-    def _officer_gone(self, ident: bytes) -> None:
-        if self._officers.pop(ident, None) is not None:
-            self.counters.inc("officers_dropped")
-            self.counters.set_gauge("officers_now", len(self._officers))
+        def build(alert_id: int, raised_unix_ns: int) -> wire.Alert:
+            return decision_alert(alert_id=alert_id, raised_unix_ns=raised_unix_ns,
+                                  decided_unix_ns=decided_unix_ns, source=source, tx=tx,
+                                  decision=d, profile=profile, descriptions=descriptions)
 
-    def _on_client(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes:
+        self.desk.raise_alert(build)
+
+    def _on_client(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes | None:
         try:
             msg = self._decode(Endpoint.CLIENTS, frames, dropped)
+            if isinstance(msg, wire.Ping):
+                return self._pong(msg.rid)
+            return self.desk.on_client(ident, self.endpoints[Endpoint.CLIENTS].user_id, msg)
         except ProtocolError as err:
             return self._refuse(Endpoint.CLIENTS, err)
-        if isinstance(msg, wire.Hello):
-            self._officers[ident] = msg.device
-            self.counters.set_gauge("officers_now", len(self._officers))
-            cfg = self.config.node
-            return self._encode(wire.Welcome(wire.PROTOCOL_VERSION, msg.rid, cfg.name, cfg.region))
-        return self._pong(msg.rid)
 
-    def _on_service(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes:
+    def _on_service(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes | None:
         try:
             msg = self._decode(Endpoint.SERVICES, frames, dropped)
         except ProtocolError as err:
@@ -277,6 +307,15 @@ class Node:
                                                      info.trusted_rules))
             if isinstance(msg, wire.ShadowReportRequest):
                 return self._encode(wire.ShadowReport(v, msg.rid, self.engine.shadow_report()))
+            if isinstance(msg, wire.AlertSubmit):
+                return self.desk.submit(ident, msg)
+            if isinstance(msg, wire.KeyRegister | wire.KeyRevoke):
+                self._key_change(ident, msg)
+                return None
+            if isinstance(msg, wire.KeyList):
+                return self._encode(wire.Keys(v, msg.rid, self._key_entries()))
+            if isinstance(msg, wire.WhoOnline):
+                return self._encode(wire.Presence(v, msg.rid, self.desk.presence.entries()))
             if isinstance(msg, wire.TrustedLoad):
                 n = self.engine.load_trusted(msg.path)
                 self.counters.inc("trusted_loaded", n)
@@ -284,11 +323,34 @@ class Node:
         except RuleFileError as exc:
             return self._refuse(Endpoint.SERVICES,
                                 ProtocolError(ErrorCode.RULES_INVALID, str(exc), msg.rid))
+        except ProtocolError as err:
+            if not err.request_id:
+                err.request_id = msg.rid
+            return self._refuse(Endpoint.SERVICES, err)
         except (GatewayError, OSError) as exc:
             code = getattr(exc, "code", None)
             code = code if isinstance(code, ErrorCode) else ErrorCode.INVALID
             return self._refuse(Endpoint.SERVICES, ProtocolError(code, str(exc), msg.rid))
         raise AssertionError(f"unhandled service message {msg!r}")  # pragma: no cover
+
+    def _key_entries(self, public_key: str | None = None) -> list[wire.KeyEntry]:
+        return [wire.KeyEntry(r.officer, r.public_key, r.label, r.registered_ms, r.revoked_ms)
+                for r in self.desk.keys.records()
+                if public_key is None or r.public_key == public_key]
+
+    def _key_change(self, ident: bytes, msg: wire.KeyRegister | wire.KeyRevoke) -> None:
+        """Register or revoke a key; answered (with the key's entry) once journaled."""
+        services = self.endpoints[Endpoint.SERVICES]
+        key = msg.public_key
+
+        def answer() -> None:
+            services.send_nowait(ident, self._encode(
+                wire.Keys(wire.PROTOCOL_VERSION, msg.rid, self._key_entries(key))))
+
+        if isinstance(msg, wire.KeyRegister):
+            self.desk.register_key(msg.officer, key, msg.label, on_durable=answer)
+        else:
+            self.desk.revoke_key(key, on_durable=answer)
 
     @contextlib.contextmanager
     def _engine_lent(self) -> Iterator[ScoringEngine]:
@@ -337,6 +399,8 @@ class Node:
             out["score_p99_us"] = f"{c['ingest_service_p99_ns_now'] / 1000:.2f}"
         for ep, url in self.urls.items():
             out[f"endpoint.{ep.value}"] = url
+        out["clients_server_key"] = self.server_keys.public
+        out.update(self.desk.status())
         return out
 
 

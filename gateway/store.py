@@ -26,6 +26,57 @@ MIGRATIONS: Final[list[str]] = [
         retired_ms INTEGER
     );
     """,
+    # 2: reliable delivery (gateway.alerting); every row is derived from a journal event
+    """
+    CREATE TABLE IF NOT EXISTS journal (
+        seq   INTEGER PRIMARY KEY,
+        ts_ns INTEGER NOT NULL,
+        kind  TEXT NOT NULL,
+        body  BLOB NOT NULL,
+        hash  BLOB NOT NULL
+    );
+    CREATE TABLE alerts (
+        alert_id   INTEGER PRIMARY KEY,
+        key        TEXT UNIQUE,
+        severity   TEXT NOT NULL,
+        account    INTEGER NOT NULL,
+        raised_ns  INTEGER NOT NULL,
+        recipients TEXT NOT NULL,
+        jseq       INTEGER NOT NULL
+    );
+    CREATE TABLE stream (
+        officer  TEXT NOT NULL,
+        lane     INTEGER NOT NULL,
+        seq      INTEGER NOT NULL,
+        alert_id INTEGER NOT NULL,
+        level    TEXT,
+        device   TEXT,
+        PRIMARY KEY (officer, lane, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE stream_officers (officer TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE acks (
+        alert_id INTEGER NOT NULL,
+        officer  TEXT NOT NULL,
+        level    TEXT NOT NULL,
+        device   TEXT NOT NULL,
+        ts_ns    INTEGER NOT NULL,
+        PRIMARY KEY (alert_id, officer, level)
+    ) WITHOUT ROWID;
+    CREATE TABLE device_cursors (
+        officer TEXT NOT NULL,
+        device  TEXT NOT NULL,
+        cursors TEXT NOT NULL,
+        ts_ns   INTEGER NOT NULL,
+        PRIMARY KEY (officer, device)
+    ) WITHOUT ROWID;
+    CREATE TABLE officer_keys (
+        public_key    TEXT PRIMARY KEY,
+        officer       TEXT NOT NULL,
+        label         TEXT NOT NULL,
+        registered_ms INTEGER NOT NULL,
+        revoked_ms    INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 ]
 
 
@@ -53,7 +104,7 @@ class Store:
         for i, sql in enumerate(MIGRATIONS[current:], start=current + 1):
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in filter(str.strip, sql.split(";")):
+                for stmt in filter(str.strip, sql.split(";\n")):
                     self.db.execute(stmt)
                 self.db.execute("INSERT INTO schema_version VALUES (?)", (i,))
             except BaseException:

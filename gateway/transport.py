@@ -125,29 +125,42 @@ class RouterEndpoint:
     """A bound ROUTER socket and its owner loop."""
 
     def __init__(self, ctx: zmq.Context[Any], name: str, url: str, counters: Counters,
-                 *, curve_server_key: bytes | None = None) -> None:
+                 *, curve_server_key: bytes | None = None, zap_domain: str = "",
+                 lanes: int = 1) -> None:
+        """A CURVE server when ``curve_server_key`` is given: bind a :class:`ZapAuthenticator`
+        on the same context first, or libzmq admits every client key."""
         self.name = name
         self.counters = counters
         self._sock: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
         configure_router(self._sock)
+        self._auth = curve_server_key is not None
         if curve_server_key is not None:
             self._sock.curve_server = True
             self._sock.curve_secretkey = curve_server_key
+            self._sock.zap_domain = (zap_domain or name).encode()
         self._sock.bind(url)
         self.url: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._monitor = MonitorWatcher(self._sock.get_monitor_socket(MonitorWatcher.EVENTS),
                                        name)
-        self._outbox: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        # one outbox per priority lane, drained lowest lane first
+        self._outboxes: list[collections.deque[tuple[bytes, bytes]]] = [
+            collections.deque() for _ in range(max(1, lanes))]
         self._wake: list[anyio.CancelScope | None] = [None]
         self._closed = False
         self.on_unroutable: Callable[[bytes], None] | None = None
+        self.user_id = ""  # authenticated User-Id (ZAP) of the message being handled
 
-    def send_nowait(self, identity: bytes, body: bytes) -> None:
-        """Queue a message for ``identity``; the owner task sends it."""
-        self._outbox.append((identity, body))
+    def send_nowait(self, identity: bytes, body: bytes, lane: int = 0) -> None:
+        """Queue a message for ``identity`` in priority ``lane`` (0 first); the owner task
+        sends it. A message of a lower lane never waits behind one of a higher lane."""
+        self._outboxes[lane].append((identity, body))
         scope = self._wake[0]
         if scope is not None:
             scope.cancel()
+
+    def queued(self) -> int:
+        """Messages waiting in the outboxes."""
+        return sum(len(q) for q in self._outboxes)
 
     def _send(self, identity: bytes, body: bytes) -> None:
         try:
@@ -176,13 +189,16 @@ class RouterEndpoint:
             try:
                 while True:
                     busy = False
-                    outbox = self._outbox
-                    while outbox:
-                        self._send(*outbox.popleft())
-                        busy = True
+                    for outbox in self._outboxes:
+                        while outbox:
+                            self._send(*outbox.popleft())
+                            busy = True
                     for _ in range(RECV_BURST):
                         try:
-                            frames, dropped = _recv_frames(sock, wire.MAX_BODY_FRAMES + 2)
+                            if self._auth:
+                                frames, dropped = self._recv_authenticated()
+                            else:
+                                frames, dropped = _recv_frames(sock, wire.MAX_BODY_FRAMES + 2)
                         except zmq.Again:
                             break
                         busy = True
@@ -197,12 +213,89 @@ class RouterEndpoint:
             finally:
                 tg.cancel_scope.cancel()
 
+    def _recv_authenticated(self) -> tuple[list[bytes], int]:
+        """Like :func:`_recv_frames`, and set :attr:`user_id` from the first body frame."""
+        sock = self._sock
+        ident = sock.recv(zmq.NOBLOCK)
+        frames = [ident]
+        dropped = 0
+        self.user_id = ""
+        while sock.getsockopt(zmq.RCVMORE):
+            part = sock.recv(zmq.NOBLOCK, copy=False)
+            if len(frames) == 1:
+                self.user_id = str(part.get("User-Id") or "")
+            if len(frames) < wire.MAX_BODY_FRAMES + 2:
+                frames.append(part.bytes)
+            else:
+                dropped += 1
+        return frames, dropped
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._sock.disable_monitor()
             self._monitor.close()
             self._sock.close(0)
+
+
+ZAP_ENDPOINT: Final = "inproc://zeromq.zap.01"
+
+# authorize(domain, address, mechanism, client public key) -> (user id, "") or ("", reason)
+Authorize = Callable[[str, str, str, bytes], tuple[str, str]]
+
+
+class ZapAuthenticator:
+    """The context's ZAP handler (RFC 27): libzmq asks it about every CURVE handshake.
+
+    ``authorize`` returns the User-Id to attach to the client's messages, or a refusal
+    reason. Bind it before any socket that needs it, and keep it for the context's life.
+    """
+
+    def __init__(self, ctx: zmq.Context[Any], authorize: Authorize) -> None:
+        self._sock: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind(ZAP_ENDPOINT)
+        self._authorize = authorize
+        self._never: list[anyio.CancelScope | None] = [None]
+        self.requests = 0
+        self.refused = 0
+
+    def _answer(self, frames: list[bytes]) -> list[bytes] | None:
+        # [peer, b"", version, request id, domain, address, identity, mechanism, creds...]
+        if len(frames) < 8 or frames[1] != b"":
+            return None
+        peer, _, version, request_id, domain, address, _identity, mechanism = frames[:8]
+        creds = frames[8] if len(frames) > 8 else b""
+        self.requests += 1
+        if version != b"1.0":
+            return [peer, b"", b"1.0", request_id, b"500", b"unsupported ZAP version",
+                    b"", b""]
+        try:
+            user, reason = self._authorize(domain.decode(), address.decode(),
+                                           mechanism.decode(), creds)
+        except Exception as exc:  # a broken authorizer refuses; it never admits
+            log.exception("ZAP authorizer failed")
+            user, reason = "", f"authorizer failed: {exc}"
+        if not user:
+            self.refused += 1
+            return [peer, b"", b"1.0", request_id, b"400", reason.encode()[:255], b"", b""]
+        return [peer, b"", b"1.0", request_id, b"200", b"OK", user.encode(), b""]
+
+    async def run(self) -> None:
+        """Own the ZAP socket until cancelled."""
+        sock = self._sock
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                await _wait_fd(sock, self._never, lambda: False)
+                continue
+            reply = self._answer(frames)
+            if reply is not None:
+                sock.send_multipart(reply, zmq.NOBLOCK)
+
+    def close(self) -> None:
+        self._sock.close(0)
 
 
 class DealerConnection:
@@ -349,6 +442,7 @@ __all__ = [
     "Handler",
     "MonitorWatcher",
     "RouterEndpoint",
+    "ZapAuthenticator",
     "configure_router",
     "open_dealer",
     "request_blocking",

@@ -140,9 +140,11 @@ class TrustedLoad(_Message, tag="trusted_load", frozen=True):
 
 
 class Hello(_Message, tag="hello", frozen=True):
-    """An officer client announces one of its devices."""
+    """An officer device attaches; its streams resume after ``cursors`` (one per lane)."""
 
     device: ShortStr
+    cursors: list[int] = msgspec.field(default_factory=list)  # empty: from the start
+    away: bool = False
 
 
 # -- replies --------------------------------------------------------------------------------
@@ -193,8 +195,14 @@ class TrustedLoaded(_Message, tag="trusted_loaded", frozen=True):
 
 
 class Welcome(_Message, tag="welcome", frozen=True):
+    """Answer to ``hello``: the device is attached and its streams resume after its cursors."""
+
     node: str
     region: str
+    officer: str = ""  # the officer the device's authenticated key belongs to
+    session: int = 0  # changes when the node restarts or the device re-attaches
+    heads: list[int] = msgspec.field(default_factory=list)  # last sequence per lane
+    cursors: list[int] = msgspec.field(default_factory=list)  # where the streams resume
 
 
 class Severity(enum.Enum):
@@ -204,23 +212,252 @@ class Severity(enum.Enum):
     LOW = "low"
 
 
-class AlertNotice(_Message, tag="alert", frozen=True):
-    """Pushed to officer clients (rid 0) when a decision needs people."""
+class Lane(enum.IntEnum):
+    """Priority lanes of an officer's stream: strict priority, lowest value first."""
 
-    alert_id: int
-    severity: Severity
+    CRITICAL = 0
+    HIGH = 1
+    NORMAL = 2
+    BULK = 3
+
+
+LANES: Final = len(Lane)
+SEVERITY_LANE: Final = {Severity.CRITICAL: Lane.CRITICAL, Severity.HIGH: Lane.HIGH,
+                        Severity.MEDIUM: Lane.NORMAL, Severity.LOW: Lane.BULK}
+
+
+class AckLevel(enum.Enum):
+    """How far an officer got with an alert; each level implies the ones before it."""
+
+    DELIVERED = "delivered"  # a device of the officer received it (set by the client SDK)
+    READ = "read"  # the officer opened it
+    ACKNOWLEDGED = "acknowledged"  # the officer took responsibility for it
+
+
+class PresenceState(enum.Enum):
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+class TxSummary(Struct, array_like=True, frozen=True):
+    """The payment behind a decision alert."""
+
+    tx_id: str
     account: int
-    decision: Decision
-    decided_unix_ns: int  # node wall clock (ns since the epoch) at the decision
+    counterparty: int
+    amount: int
+    currency: str
+    channel: str
+    mcc: int
+    country: str
+    ts_ms: int
+
+
+class AccountProfile(Struct, array_like=True, frozen=True):
+    """The account's state right after the decision: velocity, baseline, devices."""
+
+    vel_1m_count: int
+    vel_1m_sum: int
+    vel_1h_count: int
+    vel_1h_sum: int
+    vel_24h_count: int
+    vel_24h_sum: int
+    baseline: int  # running mean amount of accepted payments (minor units)
+    known_devices: int
+    tx_count: int
+
+
+class FiredRule(Struct, array_like=True, frozen=True):
+    id: str
+    description: str
+
+
+class Alert(Struct, array_like=True, frozen=True):
+    """One alert as officers see it; written once to the journal, never changed."""
+
+    alert_id: int  # node-assigned, unique on this node
+    severity: Severity
+    kind: str  # "decision" (from scoring) or "submitted" (a business system)
+    account: int
+    title: str
+    raised_unix_ns: int  # when the node accepted it
+    decided_unix_ns: int  # when the decision was made (submitted: when it was submitted)
+    source: str  # node name, or the submitting system
+    tx: TxSummary | None = None
+    decision: Decision | None = None
+    rules: list[FiredRule] = msgspec.field(default_factory=list)
+    profile: AccountProfile | None = None
+    actions: list[str] = msgspec.field(default_factory=list)  # suggested next steps
+    details: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class PresenceEntry(Struct, array_like=True, frozen=True):
+    officer: str
+    device: str
+    state: PresenceState
+    last_seen_ms: int  # node wall clock of the last heartbeat, 0 = never
+
+
+# -- officer client requests (clients endpoint, CURVE-authenticated) --------------------------
+
+
+class Heartbeat(_Message, tag="heartbeat", frozen=True):
+    """Keeps the device attached and sets its presence; answered with ``heartbeat_ack``."""
+
+    away: bool = False
+
+
+class Received(_Message, tag="received", frozen=True):
+    """Delivery acknowledgement: the device holds every message up to ``cursors[lane]``.
+
+    Cumulative; sent with rid 0 and never answered.
+    """
+
+    cursors: list[int]
+
+
+class Resume(_Message, tag="resume", frozen=True):
+    """Ask for every message after ``cursors`` again (the device saw a gap); rid 0."""
+
+    cursors: list[int]
+
+
+class Acknowledge(_Message, tag="ack", frozen=True):
+    """The officer read or acknowledged an alert; answered once it is journaled."""
+
+    alert_id: U64
+    level: AckLevel
+
+
+class Follow(_Message, tag="follow", frozen=True):
+    """Receive presence changes of these officers (empty: everyone)."""
+
+    officers: list[ShortStr]
+
+
+class WhoOnline(_Message, tag="who_online", frozen=True):
+    """Ask for the presence of every known device."""
+
+
+class Bye(_Message, tag="bye", frozen=True):
+    """The device detaches now (goes offline without waiting for the timeout)."""
+
+
+# -- business system / operator requests (services endpoint) ---------------------------------
+
+
+class AlertSubmit(_Message, tag="alert_submit", frozen=True):
+    """Raise an alert; the same ``key`` always names the same alert (idempotent)."""
+
+    key: Annotated[str, Meta(min_length=1, max_length=128)]
+    severity: Severity
+    account: U64
+    title: Annotated[str, Meta(max_length=256)]
+    details: dict[str, str] = msgspec.field(default_factory=dict)
+    recipients: list[ShortStr] = msgspec.field(default_factory=list)  # empty: routing decides
+    decided_unix_ns: int = 0  # when the submitter decided; 0 = now
+
+
+class KeyRegister(_Message, tag="key_register", frozen=True):
+    """Map a CURVE public key (Z85, 40 chars) to an officer id."""
+
+    officer: ShortStr
+    public_key: Annotated[str, Meta(min_length=40, max_length=40)]
+    label: ShortStr = ""
+
+
+class KeyRevoke(_Message, tag="key_revoke", frozen=True):
+    """Revoke a key: its handshakes are refused and its live sessions end."""
+
+    public_key: Annotated[str, Meta(min_length=40, max_length=40)]
+
+
+class KeyList(_Message, tag="key_list", frozen=True):
+    """List registered keys."""
+
+
+# -- replies --------------------------------------------------------------------------------
+
+
+class HeartbeatAck(_Message, tag="heartbeat_ack", frozen=True):
+    session: int
+
+
+class Acknowledged(_Message, tag="acked", frozen=True):
+    alert_id: int
+    level: AckLevel
+    first: bool  # False when this level was already recorded (by this or another device)
+
+
+class Presence(_Message, tag="presence", frozen=True):
+    entries: list[PresenceEntry]
+
+
+class AlertAccepted(_Message, tag="alert_accepted", frozen=True):
+    alert_id: int
+    duplicate: bool  # the key was seen before: nothing new was raised
+
+
+class KeyEntry(Struct, array_like=True, frozen=True):
+    officer: str
+    public_key: str
+    label: str
+    registered_ms: int
+    revoked_ms: int  # 0 = active
+
+
+class Keys(_Message, tag="keys", frozen=True):
+    keys: list[KeyEntry]
+
+
+# -- pushes (node -> officer client, rid 0) ---------------------------------------------------
+
+
+class AlertPush(_Message, tag="alert", frozen=True):
+    """One message of the officer's stream: ``seq`` is the lane's sequence number."""
+
+    lane: Lane
+    seq: int
+    alert: Alert
+    attempt: int = 1  # > 1 on redelivery
+
+
+class AckSync(_Message, tag="ack_sync", frozen=True):
+    """A message of the officer's stream (in the alert's lane, after the alert): the
+    officer took the alert to ``level`` on ``device``; every device marks it so."""
+
+    lane: Lane
+    seq: int
+    alert_id: int
+    officer: str
+    device: str
+    level: AckLevel
+    attempt: int = 1
+
+
+class PresenceUpdate(_Message, tag="presence_update", frozen=True):
+    entry: PresenceEntry
+
+
+class SessionEnded(_Message, tag="session_ended", frozen=True):
+    """The node ended this device's session (key revoked, replaced by a newer attach)."""
+
+    reason: str
 
 
 IngestRequest = Ping | ScoreRequest
 ServiceRequest = (
     Ping | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | TrustedLoad
+    | AlertSubmit | KeyRegister | KeyRevoke | KeyList | WhoOnline
 )
-ClientRequest = Ping | Hello
-Request = Ping | ScoreRequest | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | (
-    TrustedLoad | Hello
+ClientRequest = (
+    Ping | Hello | Heartbeat | Received | Resume | Acknowledge | Follow | WhoOnline | Bye
+)
+Request = (
+    Ping | ScoreRequest | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest
+    | TrustedLoad | AlertSubmit | KeyRegister | KeyRevoke | KeyList | Hello | Heartbeat
+    | Received | Resume | Acknowledge | Follow | WhoOnline | Bye
 )
 Reply = (
     Pong
@@ -232,7 +469,15 @@ Reply = (
     | ShadowReport
     | TrustedLoaded
     | Welcome
-    | AlertNotice
+    | HeartbeatAck
+    | Acknowledged
+    | Presence
+    | AlertAccepted
+    | Keys
+    | AlertPush
+    | AckSync
+    | PresenceUpdate
+    | SessionEnded
 )
 
 REQUEST_TAGS: Final = frozenset(t.__struct_config__.tag for t in Request.__args__)
@@ -244,25 +489,52 @@ def encoder() -> msgspec.msgpack.Encoder:
 
 
 __all__ = [
+    "LANES",
     "MAX_BATCH",
     "MAX_BODY_FRAMES",
     "MAX_FRAME_BYTES",
     "MAX_ID_LEN",
     "PROTOCOL_VERSION",
     "REQUEST_TAGS",
-    "AlertNotice",
+    "SEVERITY_LANE",
+    "AccountProfile",
+    "AckLevel",
+    "AckSync",
+    "Acknowledge",
+    "Acknowledged",
+    "Alert",
+    "AlertAccepted",
+    "AlertPush",
+    "AlertSubmit",
     "Busy",
+    "Bye",
     "Channel",
     "ClientRequest",
     "Decision",
     "Error",
+    "FiredRule",
+    "Follow",
+    "Heartbeat",
+    "HeartbeatAck",
     "Hello",
     "IngestRequest",
+    "KeyEntry",
+    "KeyList",
+    "KeyRegister",
+    "KeyRevoke",
+    "Keys",
+    "Lane",
     "Outcome",
     "Ping",
     "Pong",
+    "Presence",
+    "PresenceEntry",
+    "PresenceState",
+    "PresenceUpdate",
+    "Received",
     "Reply",
     "Request",
+    "Resume",
     "RulesLoad",
     "RulesLoaded",
     "RulesRollback",
@@ -270,6 +542,7 @@ __all__ = [
     "ScoreRequest",
     "ScoringPath",
     "ServiceRequest",
+    "SessionEnded",
     "Severity",
     "ShadowReport",
     "ShadowReportRequest",
@@ -279,6 +552,8 @@ __all__ = [
     "Transaction",
     "TrustedLoad",
     "TrustedLoaded",
+    "TxSummary",
     "Welcome",
+    "WhoOnline",
     "encoder",
 ]

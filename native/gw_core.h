@@ -18,7 +18,7 @@ enum gw_status {
 };
 
 /* Version of the native ABI; bumped when a declaration in a .cdef file changes. */
-#define GW_NATIVE_ABI 1
+#define GW_NATIVE_ABI 2
 
 int gw_native_abi(void);
 const char *gw_status_name(int status);

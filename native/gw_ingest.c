@@ -16,7 +16,9 @@
 #include "gw_msgpack.h"
 #include "gw_zmq.h"
 
-static_assert(sizeof(struct gw_alert_record) == 432, "alert record layout");
+static_assert(sizeof(struct gw_alert_record) == 496, "alert record layout");
+static_assert(offsetof(struct gw_alert_record, vel_1m_count) == 432, "alert record layout");
+static_assert(offsetof(struct gw_alert_record, pad2) == 494, "alert record layout");
 
 #define MAX_RULE_TABLES 16
 
@@ -233,6 +235,20 @@ static void push_alert(struct gw_ingest *ing, uint64_t rid, uint32_t i, int64_t 
     a->n_fired = (uint16_t)nf;
     a->n_fired_total = d->n_fired_total;
     memcpy(a->fired, d->fired, nf * sizeof a->fired[0]);
+    /* we are the engine's scorer, so reading the account's state here is allowed */
+    struct gw_profile p;
+    if (gw_engine_profile(ing->cfg.engine, tx->account, tx->ts_ms, &p) == GW_OK) {
+        a->vel_1m_count = p.vel_1m_count;
+        a->vel_1m_sum = p.vel_1m_sum;
+        a->vel_1h_count = p.vel_1h_count;
+        a->vel_1h_sum = p.vel_1h_sum;
+        a->vel_24h_count = p.vel_24h_count;
+        a->vel_24h_sum = p.vel_24h_sum;
+        a->baseline = p.baseline;
+        a->tx_count = p.tx_count;
+        a->known_devices = (uint8_t)p.known_devices;
+        a->has_profile = 1;
+    }
     ing->ring_len++;
     ing->st.alerts++;
 }

@@ -23,8 +23,12 @@
  * the queue drains. The ROUTER's RCVHWM bounds what can queue at all. Replies are sent DONTWAIT: a peer at its HWM or gone is counted
  * (send_refused / unroutable), never waited for.
  *
- * Alert record layout (struct gw_alert_record, 432 bytes, host byte order, no padding
+ * Alert record layout (struct gw_alert_record, 496 bytes, host byte order, no padding
  * holes): one inproc message carries 1..256 whole records back to back; see the struct.
+ * Bytes 0..431 are the decision; bytes 432..495 (appended) are the account's profile
+ * (gw_engine_profile), read on this thread right after the request's transactions were
+ * scored, with the velocity windows taken at the record's ts_ms; `has_profile` is 0 and
+ * the profile fields are 0 when the account had no state.
  */
 #ifndef GW_INGEST_H
 #define GW_INGEST_H
@@ -68,7 +72,7 @@ struct gw_ingest_config {
     uint32_t busy_overload_ms; /* retry-after of those replies */
 };
 
-/* One decision that needs people. 432 bytes (static_assert in gw_ingest.c). */
+/* One decision that needs people. 496 bytes (static_assert in gw_ingest.c). */
 struct gw_alert_record {
     uint64_t rid;              /* request id of the score request */
     uint64_t account;
@@ -92,6 +96,18 @@ struct gw_alert_record {
     uint16_t n_fired_total;
     uint16_t fired[GW_ALERT_FIRED];
     char tx_id[256];           /* UTF-8 (<= 64 chars), not NUL-terminated */
+    /* the account's profile (struct gw_profile) after the request was scored */
+    int64_t vel_1m_count;      /* offset 432 */
+    int64_t vel_1m_sum;
+    int64_t vel_1h_count;
+    int64_t vel_1h_sum;
+    int64_t vel_24h_count;
+    int64_t vel_24h_sum;
+    int64_t baseline;
+    uint32_t tx_count;
+    uint8_t known_devices;
+    uint8_t has_profile;       /* 1: the profile fields are set; 0: the account had no state */
+    uint8_t pad2[2];
 };
 
 struct gw_ingest_stats {

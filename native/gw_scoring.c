@@ -519,11 +519,11 @@ struct lazy {
     const struct gw_acct *st;
     int velocity_done;
 };
-static void velocity(const struct gw_tx *tx, const struct gw_acct *st, int64_t *f);
+static void velocity(int64_t ts_ms, const struct gw_acct *st, int64_t *f);
 
 static inline void need(struct lazy *lz, const struct gw_prog *p, int64_t *f) {
     if (!lz->velocity_done && (p->feat_mask & VEL_MASK)) {
-        velocity(lz->tx, lz->st, f);
+        velocity(lz->tx->ts_ms, lz->st, f);
         lz->velocity_done = 1;
     }
 }
@@ -883,15 +883,19 @@ static int grow_slots(struct gw_engine *eng) {
     return GW_OK;
 }
 
+/* The account's state, or NULL when it has none. */
+static struct gw_acct *acct_find(const struct gw_engine *eng, uint64_t account) {
+    for (size_t h = (size_t)gw_mix64(account) & eng->slot_mask;; h = (h + 1) & eng->slot_mask) {
+        uint32_t s = eng->slots[h];
+        if (s == 0) return NULL;
+        if (eng->accts[s - 1].account == account) return &eng->accts[s - 1];
+    }
+}
+
 /* The account's state, created empty on first sight; NULL when the table is full. */
 static struct gw_acct *acct_get(struct gw_engine *eng, uint64_t account) {
-    size_t h = (size_t)gw_mix64(account) & eng->slot_mask;
-    for (;;) {
-        uint32_t s = eng->slots[h];
-        if (s == 0) break;
-        if (eng->accts[s - 1].account == account) return &eng->accts[s - 1];
-        h = (h + 1) & eng->slot_mask;
-    }
+    struct gw_acct *found = acct_find(eng, account);
+    if (found != NULL) return found;
     size_t n = atomic_load_explicit(&eng->n_accts, RELAXED);
     if (n >= eng->max_accounts) return NULL;
     if (n == eng->cap_accts) {
@@ -901,11 +905,9 @@ static struct gw_acct *acct_get(struct gw_engine *eng, uint64_t account) {
         eng->accts = a;
         eng->cap_accts = cap;
     }
-    if ((n + 1) * 2 > eng->slot_mask + 1) {
-        if (grow_slots(eng) != GW_OK) return NULL;
-        h = (size_t)gw_mix64(account) & eng->slot_mask;
-        while (eng->slots[h]) h = (h + 1) & eng->slot_mask;
-    }
+    if ((n + 1) * 2 > eng->slot_mask + 1 && grow_slots(eng) != GW_OK) return NULL;
+    size_t h = (size_t)gw_mix64(account) & eng->slot_mask;
+    while (eng->slots[h]) h = (h + 1) & eng->slot_mask;
     struct gw_acct *a = &eng->accts[n];
     memset(a, 0, sizeof *a);
     a->account = account;
@@ -917,9 +919,9 @@ static struct gw_acct *acct_get(struct gw_engine *eng, uint64_t account) {
 static inline uint64_t sat_add_u64(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
 static inline int64_t clamp_i64(uint64_t v) { return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v; }
 
-static void velocity(const struct gw_tx *tx, const struct gw_acct *st, int64_t *f) {
+static void velocity(int64_t ts_ms, const struct gw_acct *st, int64_t *f) {
     for (int w = 0; w < NWIN; w++) {
-        uint32_t e = (uint32_t)(uint64_t)(tx->ts_ms / WIN_MS[w]);
+        uint32_t e = (uint32_t)(uint64_t)(ts_ms / WIN_MS[w]);
         uint64_t cnt = 0, sum = 0;
         for (uint32_t b = WIN_OFF[w]; b < WIN_OFF[w] + WIN_N[w]; b++) {
             const struct gw_bucket *bk = &st->buckets[b];
@@ -1114,6 +1116,26 @@ int gw_engine_score_fields(struct gw_engine *eng, uint64_t account, uint64_t cou
         .mcc = mcc, .channel = channel,
     };
     return gw_engine_score(eng, &tx, out);
+}
+
+int gw_engine_profile(struct gw_engine *eng, uint64_t account, int64_t ts_ms,
+                      struct gw_profile *out) {
+    if (eng == NULL || out == NULL || ts_ms < 0) return GW_ERR_INVALID;
+    memset(out, 0, sizeof *out);
+    const struct gw_acct *st = acct_find(eng, account);
+    if (st == NULL) return GW_ERR_NOT_FOUND;
+    int64_t f[GW_NFEAT];
+    velocity(ts_ms, st, f);
+    out->vel_1m_count = f[GW_F_VEL_1M_COUNT];
+    out->vel_1m_sum = f[GW_F_VEL_1M_SUM];
+    out->vel_1h_count = f[GW_F_VEL_1H_COUNT];
+    out->vel_1h_sum = f[GW_F_VEL_1H_SUM];
+    out->vel_24h_count = f[GW_F_VEL_24H_COUNT];
+    out->vel_24h_sum = f[GW_F_VEL_24H_SUM];
+    out->baseline = st->baseline;
+    out->known_devices = st->n_devices;
+    out->tx_count = st->tx_count;
+    return GW_OK;
 }
 
 int gw_engine_stats(struct gw_engine *eng, struct gw_engine_stats *out) {

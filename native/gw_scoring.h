@@ -6,6 +6,9 @@
  *   (velocity, baseline, known devices, quota). Account state is SINGLE-WRITER: at most one
  *   thread may score on an engine at a time (the native ingest thread, or Python callers
  *   serialised by the owner).
+ * - Reading account state (gw_engine_profile) belongs to the writer too: the scorer grows
+ *   the account table with realloc and updates entries in place without any lock, so a
+ *   read from another thread could see a half-written entry or memory already freed.
  * - Everything else may be called from any thread while a scorer runs: installing the live
  *   or shadow rule set, the trusted table, block lists, freezing / unfreezing accounts and
  *   reading counters. Each is an atomic pointer swap; a scorer sees either the whole old or
@@ -132,6 +135,20 @@ struct gw_ruleset;
 struct gw_trusted;
 struct gw_engine;
 
+/* An account's state as gw_engine_profile reports it: the velocity windows summed exactly
+ * as the velocity_* features are, relative to a timestamp, and the learned state. */
+struct gw_profile {
+    int64_t vel_1m_count;
+    int64_t vel_1m_sum;
+    int64_t vel_1h_count;
+    int64_t vel_1h_sum;
+    int64_t vel_24h_count;
+    int64_t vel_24h_sum;
+    int64_t baseline;      /* minor units; 0 before the first accepted payment */
+    uint32_t known_devices; /* 0..GW_KNOWN_DEVICES */
+    uint32_t tx_count;     /* payments decided on the account (saturates) */
+};
+
 struct gw_engine_stats {
     uint64_t scored;
     uint64_t outcome[4];
@@ -187,6 +204,14 @@ int gw_engine_score_fields(struct gw_engine *eng, uint64_t account, uint64_t cou
                            const char *ip, size_t ip_len, const char *city, size_t city_len,
                            uint32_t currency, uint16_t country, uint16_t mcc, uint8_t channel,
                            struct gw_decision *out);
+/* The state of `account` with the velocity windows taken relative to ts_ms (>= 0), as a
+ * transaction at ts_ms would see them. GW_OK: the account has state and *out is filled;
+ * GW_ERR_NOT_FOUND: it has none (never scored, frozen before its first payment, or the
+ * table was full), *out is zeroed. Account state is single-writer: call this only on the
+ * thread that scores on the engine (the native ingest thread, or the owner while it is
+ * paused), never concurrently with a scorer; see the threading contract above. */
+int gw_engine_profile(struct gw_engine *eng, uint64_t account, int64_t ts_ms,
+                      struct gw_profile *out);
 int gw_engine_stats(struct gw_engine *eng, struct gw_engine_stats *out);
 int gw_engine_shadow_stats(struct gw_engine *eng, struct gw_shadow_stats *out);
 

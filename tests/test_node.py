@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
-from nodeutil import running_node, wait_until
+from nodeutil import curve_keys_for, register_officer, running_node, wait_until
 
 from gateway import wire
+from gateway.client import open_officer
 from gateway.codec import Endpoint
 from gateway.config import Config
 from gateway.errors import ErrorCode
@@ -35,10 +37,11 @@ BAD_INPUTS = [
 ]
 
 
-async def _error_then_ping(url: str, frames: list[bytes]) -> tuple[Any, Any]:
+async def _error_then_ping(url: str, frames: list[bytes],
+                           curve_keys: tuple[bytes, bytes, bytes] | None) -> tuple[Any, Any]:
     """Send ``frames``; return the unsolicited-looking error reply and a later ping's reply."""
     refused: list[Any] = []
-    async with open_dealer(url, on_unmatched=refused.append) as conn:
+    async with open_dealer(url, on_unmatched=refused.append, curve_keys=curve_keys) as conn:
         conn.send_raw_nowait(frames)
         await wait_until(lambda: bool(refused), what="error reply")
         pong = await conn.request(wire.Ping(wire.PROTOCOL_VERSION, 1000), timeout=5)
@@ -52,7 +55,7 @@ async def test_bad_input_gets_typed_error_and_counter(node_config: Config, endpo
                                                       code: ErrorCode) -> None:
     async with running_node(node_config) as node:
         url = node.urls[endpoint]
-        error, pong = await _error_then_ping(url, frames)
+        error, pong = await _error_then_ping(url, frames, await curve_keys_for(node, endpoint))
         assert isinstance(error, wire.Error)
         assert error.code == int(code) and error.name == code.name
         assert isinstance(pong, wire.Pong) and pong.node == "test-node"
@@ -66,7 +69,7 @@ async def test_oversized_frame_disconnects_and_is_counted(node_config: Config,
                                                           endpoint: Endpoint) -> None:
     async with running_node(node_config) as node:
         url = node.urls[endpoint]
-        async with open_dealer(url) as conn:
+        async with open_dealer(url, curve_keys=await curve_keys_for(node, endpoint)) as conn:
             pong = await conn.request(wire.Ping(1, conn.next_rid()))
             assert isinstance(pong, wire.Pong)
             conn.send_raw_nowait([b"\x00" * (wire.MAX_FRAME_BYTES + 1)])
@@ -94,7 +97,8 @@ async def test_score_request_and_status(node_config: Config) -> None:
 
 async def test_wrong_endpoint_is_refused(node_config: Config) -> None:
     async with running_node(node_config) as node:
-        async with open_dealer(node.urls[Endpoint.CLIENTS]) as conn:
+        keys = await curve_keys_for(node, Endpoint.CLIENTS)
+        async with open_dealer(node.urls[Endpoint.CLIENTS], curve_keys=keys) as conn:
             reply = await conn.request(wire.ScoreRequest(1, 8, [TX]))
         assert isinstance(reply, wire.Error) and reply.name == "WRONG_ENDPOINT"
         assert node.counters.get("clients_errors.WRONG_ENDPOINT") == 1
@@ -102,11 +106,9 @@ async def test_wrong_endpoint_is_refused(node_config: Config) -> None:
 
 async def test_officer_receives_alert_pushes(node_config: Config) -> None:
     async with running_node(node_config) as node:
-        pushes: list[Any] = []
-        async with open_dealer(node.urls[Endpoint.CLIENTS],
-                               on_unmatched=pushes.append) as officer:
-            welcome = await officer.request(wire.Hello(1, 1, "phone"))
-            assert isinstance(welcome, wire.Welcome)
+        key = await register_officer(node, "alice")
+        async with open_officer(key, device="phone") as officer:
+            assert officer.officer == "alice"
             blocked = wire.Transaction("tx-fraud", 99, 7, 9_900_000_00, "EUR",
                                        wire.Channel.WEB, 4829, "new-dev", "198.51.100.1", "NG",
                                        "Lagos", 1_700_000_000_000)
@@ -114,7 +116,11 @@ async def test_officer_receives_alert_pushes(node_config: Config) -> None:
                 reply = await producer.request(wire.ScoreRequest(1, 2, [blocked]))
             decision = reply.decisions[0]
             assert decision.outcome is not wire.Outcome.ALLOW
-            await wait_until(lambda: len(pushes) == 1, what="alert push")
-        alert = pushes[0]
-        assert isinstance(alert, wire.AlertNotice)
-        assert alert.decision == decision and alert.account == 99
+            with anyio.fail_after(5):
+                push = await officer.next()
+        assert isinstance(push, wire.AlertPush) and push.seq == 1
+        alert = push.alert
+        assert alert.decision == decision and alert.account == 99 and alert.kind == "decision"
+        assert alert.tx is not None and alert.tx.tx_id == "tx-fraud"
+        assert alert.rules and all(r.id in decision.fired for r in alert.rules)
+        assert alert.actions

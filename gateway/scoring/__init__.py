@@ -11,6 +11,7 @@ from __future__ import annotations
 from gateway.scoring._engine import (
     DEFAULT_RULES_PATH,
     NoPreviousRuleSetError,
+    RuleSetVersionNotKeptError,
     ScoringEngine,
     compile_native,
     pack_transactions,
@@ -34,6 +35,7 @@ __all__ = [
     "RuleFileError",
     "RuleSet",
     "RuleSetInfo",
+    "RuleSetVersionNotKeptError",
     "ScoringEngine",
     "TransactionGenerator",
     "account_id",

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 from gateway._native import NativeEngine, NativeRuleSet, NativeTrusted, RawNative, TxBatch
@@ -30,14 +31,21 @@ from gateway.scoring._model import (
     pack_code,
 )
 from gateway.scoring._rules import parse_rules
-from gateway.wire import Decision, Outcome, Transaction
+from gateway.wire import AccountProfile, Decision, Outcome, Transaction
 
 DEFAULT_RULES_PATH: Final = Path(__file__).resolve().parent.parent / "data" / "default_rules.toml"
 KEEP_VERSIONS: Final = 16
+FROZEN_DESCRIPTION: Final = "Account is frozen: every payment is blocked until it is unfrozen"
 
 
 class NoPreviousRuleSetError(GatewayError):
     """``rollback`` was asked for but no earlier rule-set version is kept."""
+
+    code: Final = ErrorCode.NOT_FOUND
+
+
+class RuleSetVersionNotKeptError(GatewayError):
+    """A rule-set version was asked for that is neither live, kept for rollback, nor shadow."""
 
     code: Final = ErrorCode.NOT_FOUND
 
@@ -74,6 +82,13 @@ class _Installed:
     rules: RuleSet
     native: NativeRuleSet
     version: int
+    descriptions: Mapping[str, str]  # rule and guard ids -> description, plus FROZEN_RULE_ID
+
+
+def _descriptions(rs: RuleSet) -> Mapping[str, str]:
+    out = {r.id: r.description for r in (*rs.rules, *rs.guards)}
+    out[FROZEN_RULE_ID] = FROZEN_DESCRIPTION
+    return MappingProxyType(out)
 
 
 def _tx_row(tx: Transaction) -> tuple[int, int, int, int, int, int, int, int]:
@@ -118,7 +133,7 @@ class ScoringEngine:
         native = compile_native(rs, version)
         self._next_version = version + 1
         self._ids[version] = rs.ids
-        return _Installed(rs, native, version)
+        return _Installed(rs, native, version, _descriptions(rs))
 
     def load_rules(self, source: str, filename: str = "<rules>", *,
                    version: int | None = None) -> RuleSetInfo:
@@ -170,6 +185,18 @@ class ScoringEngine:
     def shadow_info(self) -> RuleSetInfo | None:
         s = self._shadow
         return info_of(s.rules, s.version, shadow=True) if s else None
+
+    def rule_descriptions(self, version: int | None = None) -> Mapping[str, str]:
+        """Rule id -> description (``""`` when the file gave none) of the live set, or of
+        ``version`` if it is kept (live, kept for rollback, or shadow). Guards are included,
+        and so is ``@frozen``, the id a frozen account's decision names. Read-only; built
+        once per installed version."""
+        if version is None:
+            return self._history[-1].descriptions
+        for inst in (*reversed(self._history), self._shadow):
+            if inst is not None and inst.version == version:
+                return inst.descriptions
+        raise RuleSetVersionNotKeptError(f"rule-set version {version} is not kept")
 
     def shadow_report(self) -> dict[str, Any]:
         """Live versus shadow decisions since the shadow set was installed (JSON-able)."""
@@ -262,6 +289,13 @@ class ScoringEngine:
             return []
         raws = self._native.score_batch(pack_transactions(txs))
         return [self._decision(tx.tx_id, raw) for tx, raw in zip(txs, raws, strict=True)]
+
+    def profile(self, account: int, ts_ms: int) -> AccountProfile | None:
+        """The account's state with velocity taken at ``ts_ms`` (call it right after scoring
+        the payment to describe it); None when the account has no state. Same thread rule
+        as scoring: account state is single-writer (native/gw_scoring.h)."""
+        raw = self._native.profile(account, ts_ms)
+        return AccountProfile(*raw) if raw is not None else None
 
     def stats(self) -> dict[str, int]:
         s = self._native.stats()

@@ -34,7 +34,7 @@ from gateway.scoring._model import (
     pack_code,
     to_i64,
 )
-from gateway.wire import Decision, Transaction
+from gateway.wire import AccountProfile, Decision, Transaction
 
 WINDOWS: Final = ((10_000, 6, 0), (600_000, 6, 6), (10_800_000, 8, 12))  # width, n, offset
 N_BUCKETS: Final = 20
@@ -96,6 +96,20 @@ class RawDecision:
     frozen: bool = False
 
 
+def velocity(st: AccountState, ts_ms: int) -> list[int]:
+    """Count and sum of each window (1 min, 1 h, 24 h) as seen by a payment at ``ts_ms``."""
+    out: list[int] = []
+    for width, n, off in WINDOWS:
+        e = (ts_ms // width) & U32_MASK
+        cnt = total = 0
+        for epoch, count, amount_sum in st.buckets[off: off + n]:
+            if count and (e - epoch) & U32_MASK < n:
+                cnt += count
+                total = min(total + amount_sum, U64_MAX)
+        out += (cnt, min(total, I64_MAX))
+    return out
+
+
 def features(tx: NativeTx, st: AccountState, lists: Sequence[frozenset[int]],
              trusted: Mapping[int, int]) -> list[int]:
     """The feature vector of ``tx`` given the account's state before it."""
@@ -121,15 +135,8 @@ def features(tx: NativeTx, st: AccountState, lists: Sequence[frozenset[int]],
     f[F["country_changed"]] = int(bool(tx.country and st.last_country
                                        and tx.country != st.last_country))
     f[F["city_changed"]] = int(bool(tx.city and st.last_city and tx.city != st.last_city))
-    for w, (width, n, off) in enumerate(WINDOWS):
-        e = (tx.ts_ms // width) & U32_MASK
-        cnt = total = 0
-        for epoch, count, amount_sum in st.buckets[off: off + n]:
-            if count and (e - epoch) & U32_MASK < n:
-                cnt += count
-                total = min(total + amount_sum, U64_MAX)
-        f[F["velocity_1m_count"] + 2 * w] = cnt
-        f[F["velocity_1m_sum"] + 2 * w] = min(total, I64_MAX)
+    base = F["velocity_1m_count"]
+    f[base: base + 2 * len(WINDOWS)] = velocity(st, tx.ts_ms)
     f[F["tx_count"]] = st.tx_count
     f[F["blocklist_account"]] = int(tx.account in lists[0])
     f[F["blocklist_device"]] = int(tx.device != 0 and tx.device in lists[1])
@@ -273,6 +280,15 @@ class ReferenceEngine:
         if raw.outcome == BLOCK_AND_FREEZE:
             self.frozen.add(tx.account)
         return raw
+
+    def profile(self, account: int, ts_ms: int) -> AccountProfile | None:
+        """The account's state with velocity taken at ``ts_ms``; None when it has none."""
+        st = self.accounts.get(account)
+        if st is None:
+            return None
+        c1m, s1m, c1h, s1h, c24h, s24h = velocity(st, ts_ms)
+        return AccountProfile(c1m, s1m, c1h, s1h, c24h, s24h, st.baseline, st.n_devices,
+                              st.tx_count)
 
     def score(self, tx: Transaction) -> Decision:
         raw = self.score_native(NativeTx.of(tx))

@@ -1,0 +1,337 @@
+"""Officer client SDK: attach a device, receive the officer's stream, acknowledge, follow
+presence. Public names are re-exported from :mod:`gateway.client`.
+
+The stream arrives as ``alert`` and ``ack_sync`` messages, each with a lane and that lane's
+sequence number. The client hands the application every message exactly once and in
+order per lane, most urgent lane first: duplicates (redeliveries) are dropped, a gap makes
+it ask the node to resume from its cursors. Its cursors advance when the application takes
+a message, and are confirmed to the node in cumulative ``received`` messages, so the node
+never has more than a window of unconfirmed messages for this device. After the node
+restarts or expires the session (no heartbeat, e.g. the process was stopped), the next
+heartbeat is refused with ``NOT_ATTACHED`` and the client attaches again from its cursors:
+it receives exactly the gap.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import zmq
+
+from gateway import wire
+from gateway.auth import OfficerKey
+from gateway.errors import (
+    ErrorCode,
+    GatewayError,
+    ProtocolError,
+    RemoteError,
+    RequestTimeoutError,
+    SessionEndedError,
+)
+from gateway.transport import DealerConnection, open_dealer
+
+log = logging.getLogger(__name__)
+
+StreamItem = wire.AlertPush | wire.AckSync
+HEARTBEAT_S: Final = 1.0
+CONFIRM_S: Final = 0.005  # confirmations are coalesced for at most this long
+
+
+class OfficerClient:
+    """One attached device of an officer; create it with :func:`open_officer`."""
+
+    def __init__(self, conn: DealerConnection, key: OfficerKey, device: str, *,
+                 cursors: Sequence[int] | None, cursor_file: Path | None, timeout: float,
+                 heartbeat_s: float, window: int) -> None:
+        self._conn = conn
+        self.key = key
+        self.device = device
+        self.timeout = timeout
+        self.heartbeat_s = heartbeat_s
+        self._cursor_file = cursor_file
+        if cursors is None and cursor_file is not None and cursor_file.exists():
+            cursors = [int(x) for x in cursor_file.read_text().split(",")]
+        self._initial = list(cursors) if cursors is not None else []
+        self.cursors: list[int] = list(cursors) if cursors else [0] * wire.LANES
+        self._seen: list[int] = list(self.cursors)  # last sequence queued per lane
+        self._queues: list[collections.deque[StreamItem]] = [
+            collections.deque() for _ in range(wire.LANES)]
+        self._resuming = False
+        self._held: list[Any] | None = None
+        self._ready = anyio.Event()
+        self._confirm_due = False
+        self._taken_since_confirm = 0
+        self._confirm_every = max(1, window // 4)
+        self.officer = ""
+        self.session = 0
+        self.attached = False
+        self.ended: str | None = None
+        self.presence: dict[tuple[str, str], wire.PresenceEntry] = {}
+        self._presence_q: collections.deque[wire.PresenceEntry] = collections.deque(
+            maxlen=10_000)
+        self._presence_ready = anyio.Event()
+        self.acked: dict[int, wire.AckLevel] = {}  # alert id -> highest level seen
+        self.duplicates = 0  # redelivered messages dropped
+        self.gaps = 0  # resumes asked for
+        self.attaches = 0
+
+    # -- the stream -----------------------------------------------------------------------
+
+    def _on_push(self, msg: Any) -> None:
+        """Messages the node sent without a request (rid 0); from the socket owner task."""
+        if isinstance(msg, wire.AlertPush | wire.AckSync):
+            if self._held is not None:  # attaching: wait for the welcome's cursors
+                self._held.append(msg)
+                return
+            lane = int(msg.lane)
+            if not 0 <= lane < wire.LANES:
+                return
+            if msg.seq <= self._seen[lane]:
+                self.duplicates += 1
+                self._confirm_due = True  # tell the node where we are, so it moves on
+                return
+            if msg.seq != self._seen[lane] + 1:
+                if not self._resuming:
+                    self._resuming = True
+                    self.gaps += 1
+                    self._send_nowait(wire.Resume(wire.PROTOCOL_VERSION, 0, list(self._seen)))
+                return
+            self._resuming = False
+            self._seen[lane] = msg.seq
+            self._queues[lane].append(msg)
+            self._ready.set()
+        elif isinstance(msg, wire.PresenceUpdate):
+            e = msg.entry
+            self.presence[(e.officer, e.device)] = e
+            self._presence_q.append(e)
+            self._presence_ready.set()
+        elif isinstance(msg, wire.SessionEnded):
+            self.ended = msg.reason
+            self.attached = False
+            self._ready.set()
+            self._presence_ready.set()
+
+    def next_nowait(self) -> StreamItem | None:
+        """The next message (most urgent lane first), or None when none is queued."""
+        if self.ended is not None:
+            raise SessionEndedError(self.ended)
+        for lane, q in enumerate(self._queues):
+            if q:
+                item = q.popleft()
+                self.cursors[lane] = item.seq
+                if isinstance(item, wire.AckSync):
+                    prev = self.acked.get(item.alert_id)
+                    if prev is None or _LEVEL[item.level] > _LEVEL[prev]:
+                        self.acked[item.alert_id] = item.level
+                self._confirm_due = True
+                self._taken_since_confirm += 1
+                if self._taken_since_confirm >= self._confirm_every:
+                    self._confirm()
+                return item
+        return None
+
+    async def next(self) -> StreamItem:
+        """Wait for the next message of the stream."""
+        while True:
+            item = self.next_nowait()
+            if item is not None:
+                return item
+            self._ready = anyio.Event()
+            await self._ready.wait()
+
+    async def stream(self) -> AsyncIterator[StreamItem]:
+        """Every message of the officer's stream, exactly once, most urgent first."""
+        while True:
+            yield await self.next()
+
+    async def alerts(self) -> AsyncIterator[wire.AlertPush]:
+        """The alerts of the stream (``ack_sync`` items update :attr:`acked` on the way)."""
+        while True:
+            item = await self.next()
+            if isinstance(item, wire.AlertPush):
+                yield item
+
+    def _confirm(self) -> None:
+        if not self._confirm_due or not self.attached:
+            return
+        self._confirm_due = False
+        self._taken_since_confirm = 0
+        self._send_nowait(wire.Received(wire.PROTOCOL_VERSION, 0, list(self.cursors)))
+        if self._cursor_file is not None:
+            tmp = self._cursor_file.with_name(self._cursor_file.name + ".tmp")
+            tmp.write_text(",".join(map(str, self.cursors)))
+            os.replace(tmp, self._cursor_file)
+
+    def _send_nowait(self, msg: Any) -> None:
+        self._conn.send_raw_nowait((self._conn.codec.encode(msg),))
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _request(self, msg: Any, expect: type[Any]) -> Any:
+        reply = await self._conn.request(msg, timeout=self.timeout)
+        if isinstance(reply, wire.Error):
+            raise RemoteError(reply.code, reply.name, reply.message)
+        if not isinstance(reply, expect):
+            raise ProtocolError(ErrorCode.MALFORMED, f"unexpected reply {type(reply).__name__}")
+        return reply
+
+    async def attach(self) -> wire.Welcome:
+        """Attach (again) from the cursors; queued but untaken messages are dropped and
+        come again in order."""
+        for q in self._queues:
+            q.clear()
+        cursors = self._initial if not self.attaches else list(self.cursors)
+        self._held = []
+        try:
+            welcome: wire.Welcome = await self._request(
+                wire.Hello(wire.PROTOCOL_VERSION, self._conn.next_rid(), self.device, cursors),
+                wire.Welcome)
+        finally:
+            held, self._held = self._held, None
+        self.attaches += 1
+        if welcome.cursors:
+            self.cursors = list(welcome.cursors)
+        # the new session sends everything after the cursors, in order
+        self._seen = list(self.cursors)
+        self._resuming = False
+        self.officer = welcome.officer
+        self.session = welcome.session
+        self.attached = True
+        for msg in held:
+            self._on_push(msg)
+        return welcome
+
+    async def acknowledge(self, alert_id: int,
+                          level: wire.AckLevel = wire.AckLevel.ACKNOWLEDGED) -> bool:
+        """Record that the officer read or acknowledged an alert (journaled on the node).
+        True if this was the first time for the officer at that level."""
+        reply = await self._request(wire.Acknowledge(wire.PROTOCOL_VERSION,
+                                                     self._conn.next_rid(), alert_id, level),
+                                    wire.Acknowledged)
+        return bool(reply.first)
+
+    async def mark_read(self, alert_id: int) -> bool:
+        return await self.acknowledge(alert_id, wire.AckLevel.READ)
+
+    async def follow(self, officers: Sequence[str] = ()) -> list[wire.PresenceEntry]:
+        """Receive presence changes of ``officers`` (all when empty); their state now."""
+        reply = await self._request(wire.Follow(wire.PROTOCOL_VERSION, self._conn.next_rid(),
+                                                list(officers)), wire.Presence)
+        for e in reply.entries:
+            self.presence[(e.officer, e.device)] = e
+        return list(reply.entries)
+
+    async def who_online(self) -> list[wire.PresenceEntry]:
+        reply = await self._request(wire.WhoOnline(wire.PROTOCOL_VERSION,
+                                                   self._conn.next_rid()), wire.Presence)
+        return list(reply.entries)
+
+    async def presence_updates(self) -> AsyncIterator[wire.PresenceEntry]:
+        """Presence changes of followed officers (the latest 10,000 are kept)."""
+        while True:
+            while self._presence_q:
+                yield self._presence_q.popleft()
+            if self.ended is not None:
+                raise SessionEndedError(self.ended)
+            self._presence_ready = anyio.Event()
+            await self._presence_ready.wait()
+
+    # -- background -----------------------------------------------------------------------
+
+    async def _keep_attached(self, away: list[bool]) -> None:
+        """Heartbeats; attach again when the node no longer knows this device."""
+        while self.ended is None:
+            await anyio.sleep(self.heartbeat_s)
+            try:
+                if not self.attached:
+                    await self.attach()
+                    continue
+                await self._request(wire.Heartbeat(wire.PROTOCOL_VERSION,
+                                                   self._conn.next_rid(), away[0]),
+                                    wire.HeartbeatAck)
+            except RemoteError as exc:
+                if exc.code == ErrorCode.NOT_ATTACHED:
+                    self.attached = False
+                    log.info("officer %s/%s: node lost the session; attaching again",
+                             self.officer, self.device)
+                    try:
+                        await self.attach()
+                    except (RemoteError, RequestTimeoutError) as again:
+                        log.warning("attach failed: %s", again)
+                elif exc.code == ErrorCode.UNAUTHORIZED:
+                    self.ended = "unauthorized"
+                    self._ready.set()
+                    self._presence_ready.set()
+                    return
+            except RequestTimeoutError:
+                log.info("officer %s/%s: no heartbeat answer; the node may be restarting",
+                         self.officer, self.device)
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            await anyio.sleep(CONFIRM_S)
+            self._confirm()
+
+    async def bye(self) -> None:
+        """Detach now (the device goes offline at once)."""
+        if self.attached:
+            self._confirm()
+            try:
+                await self._request(wire.Bye(wire.PROTOCOL_VERSION, self._conn.next_rid()),
+                                    wire.HeartbeatAck)
+            except GatewayError:
+                pass
+            self.attached = False
+
+
+_LEVEL: Final = {wire.AckLevel.DELIVERED: 0, wire.AckLevel.READ: 1,
+                 wire.AckLevel.ACKNOWLEDGED: 2}
+
+
+@asynccontextmanager
+async def open_officer(key: OfficerKey, *, device: str, url: str | None = None,
+                       cursors: Sequence[int] | None = None,
+                       cursor_file: str | Path | None = None,
+                       ctx: zmq.Context[Any] | None = None, timeout: float = 5.0,
+                       heartbeat_s: float = HEARTBEAT_S, window: int = 32,
+                       away: list[bool] | None = None) -> AsyncIterator[OfficerClient]:
+    """Connect an officer device over CURVE, attach it and keep it attached for the block.
+
+    ``cursors`` (one per lane) say what the device already has; None resumes where the
+    node last saw this device (or from ``cursor_file``, which is kept up to date).
+    ``away`` is a one-element list the application may flip to report the officer away.
+    """
+    if not device or len(device) > wire.MAX_ID_LEN:
+        raise ValueError("device must be 1..64 characters")
+    flag = away if away is not None else [False]
+    client: OfficerClient | None = None
+
+    def on_push(msg: Any) -> None:
+        if client is not None:
+            client._on_push(msg)
+
+    async with open_dealer(url or key.endpoint, ctx=ctx, curve_keys=key.curve_keys(),
+                           on_unmatched=on_push) as conn:
+        client = OfficerClient(conn, key, device, cursors=cursors,
+                               cursor_file=Path(cursor_file) if cursor_file else None,
+                               timeout=timeout, heartbeat_s=heartbeat_s, window=window)
+        await client.attach()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client._keep_attached, flag)
+            tg.start_soon(client._confirm_loop)
+            try:
+                yield client
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    await client.bye()
+                tg.cancel_scope.cancel()
+
+
+__all__ = ["OfficerClient", "StreamItem", "open_officer"]
