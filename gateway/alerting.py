@@ -173,6 +173,7 @@ class AlertDesk:
         self._reply_client: Reply = lambda ident, body: None
         self._reply_service: Reply = lambda ident, body: None
         self._push: Push = lambda ident, body, lane: None
+        self._stream_officers: set[str] = set()  # officers with a row in stream_officers
         self._assigned: dict[str, list[int]] = {}  # officer -> last assigned seq per lane
         self._committed: dict[str, list[int]] = {}  # officer -> last committed seq per lane
         self._tails: dict[tuple[str, int], collections.deque[_Item]] = {}
@@ -194,6 +195,7 @@ class AlertDesk:
         row = db.execute("SELECT max(alert_id) FROM alerts").fetchone()
         self._next_alert = int(row[0] or 0) + 1
         for officer, in db.execute("SELECT officer FROM stream_officers").fetchall():
+            self._stream_officers.add(officer)
             heads = []
             for lane in range(LANES):
                 r = db.execute("SELECT max(seq) FROM stream WHERE officer = ? AND lane = ?",
@@ -271,6 +273,8 @@ class AlertDesk:
         if heads is None:
             heads = self._assigned[officer] = [0] * LANES
             self._committed[officer] = [0] * LANES
+        if officer not in self._stream_officers:  # so the heads are found after a restart
+            self._stream_officers.add(officer)
             writes.append(("INSERT OR IGNORE INTO stream_officers VALUES (?)", [officer]))
         heads[lane] += 1
         item.seq = heads[lane]
