@@ -117,12 +117,15 @@ class NodeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{name}.log"
 
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with open(self.log, "ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [sys.executable, "-m", "gateway", "node", "--config", str(self.config)],
+                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+
     async def start(self, timeout: float = 30.0) -> None:
-        log = open(self.log, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "node", "--config", str(self.config)],
-            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
-        log.close()
+        """Start the node and return once it printed its ready line."""
+        self.proc = self._spawn()
         assert self.proc.stdout is not None
         out = self.proc.stdout
 
