@@ -233,15 +233,19 @@ class OfficerClient:
                                                    self._conn.next_rid()), wire.Presence)
         return list(reply.entries)
 
-    async def presence_updates(self) -> AsyncIterator[wire.PresenceEntry]:
-        """Presence changes of followed officers (the latest 10,000 are kept)."""
-        while True:
-            while self._presence_q:
-                yield self._presence_q.popleft()
+    async def next_presence(self) -> wire.PresenceEntry:
+        """The next presence change of a followed officer (the latest 10,000 are kept)."""
+        while not self._presence_q:
             if self.ended is not None:
                 raise SessionEndedError(self.ended)
             self._presence_ready = anyio.Event()
             await self._presence_ready.wait()
+        return self._presence_q.popleft()
+
+    async def presence_updates(self) -> AsyncIterator[wire.PresenceEntry]:
+        """Presence changes of followed officers, as :meth:`next_presence` returns them."""
+        while True:
+            yield await self.next_presence()
 
     # -- background -----------------------------------------------------------------------
 
