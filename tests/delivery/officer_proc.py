@@ -7,6 +7,7 @@ Writes "attached" once attached, then one line "lane seq kind alert_id" per stre
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 import anyio
 
@@ -14,9 +15,13 @@ from gateway import wire
 from gateway.client import load_key, open_officer
 
 
+def open_line_buffered(path: str) -> TextIO:
+    return open(path, "a", buffering=1, encoding="utf-8")
+
+
 async def main(key_file: str, device: str, out_file: str) -> None:
     key = load_key(key_file)
-    with open(out_file, "a", buffering=1, encoding="utf-8") as out:
+    with open_line_buffered(out_file) as out:
         async with open_officer(key, device=device, heartbeat_s=0.1) as client:
             out.write("attached\n")
             while True:

@@ -27,6 +27,11 @@ def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
 
+def _spawn(key_file: Path, out: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("officer_proc.py")),
+                             str(key_file), "laptop", str(out)])
+
+
 async def test_stopped_client_does_not_slow_others(node_config: Config, tmp_path: Path) -> None:
     async with running_node(node_config) as node:
         alice = await register_officer(node, "alice")
@@ -34,8 +39,7 @@ async def test_stopped_client_does_not_slow_others(node_config: Config, tmp_path
         key_file = tmp_path / "bob.key"
         bob.save(key_file)
         out = tmp_path / "bob.out"
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("officer_proc.py")),
-                                 str(key_file), "laptop", str(out)])
+        proc = _spawn(key_file, out)
         try:
             await wait_until(lambda: "attached" in _lines(out), timeout=20,
                              what="bob's process attached")
