@@ -67,6 +67,7 @@ class OfficerClient:
         self._held: list[Any] | None = None
         self._ready = anyio.Event()
         self._confirm_due = False
+        self._confirm_wake = anyio.Event()
         self._taken_since_confirm = 0
         self._confirm_every = max(1, window // 4)
         self.officer = ""
@@ -95,7 +96,7 @@ class OfficerClient:
                 return
             if msg.seq <= self._seen[lane]:
                 self.duplicates += 1
-                self._confirm_due = True  # tell the node where we are, so it moves on
+                self._confirm_soon()  # tell the node where we are, so it moves on
                 return
             if msg.seq != self._seen[lane] + 1:
                 if not self._resuming:
@@ -130,7 +131,7 @@ class OfficerClient:
                     prev = self.acked.get(item.alert_id)
                     if prev is None or _LEVEL[item.level] > _LEVEL[prev]:
                         self.acked[item.alert_id] = item.level
-                self._confirm_due = True
+                self._confirm_soon()
                 self._taken_since_confirm += 1
                 if self._taken_since_confirm >= self._confirm_every:
                     self._confirm()
@@ -278,8 +279,17 @@ class OfficerClient:
                 log.info("officer %s/%s: no heartbeat answer; the node may be restarting",
                          self.officer, self.device)
 
+    def _confirm_soon(self) -> None:
+        self._confirm_due = True
+        self._confirm_wake.set()
+
     async def _confirm_loop(self) -> None:
+        """Send ``received`` at most CONFIRM_S after the application took something; no
+        wake-ups while nothing is taken."""
         while True:
+            self._confirm_wake = anyio.Event()
+            if not self._confirm_due:
+                await self._confirm_wake.wait()
             await anyio.sleep(CONFIRM_S)
             self._confirm()
 
