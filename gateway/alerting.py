@@ -43,7 +43,8 @@ from gateway.store import Store
 log = logging.getLogger(__name__)
 
 LANES: Final = wire.LANES
-TAIL: Final = 4096  # recent items per officer lane kept in memory
+TAIL: Final = 256  # recent items per officer lane kept in memory (older: from the database)
+MAX_PENDING: Final = 50_000  # journal events not yet committed before submitters get busy
 PAGE: Final = 256  # stream items read from the database at a time
 ALERT_CACHE: Final = 50_000  # encoded alerts kept in memory (oldest dropped first)
 TICK_S: Final = 0.05
@@ -308,6 +309,9 @@ class AlertDesk:
         bad = [r for r in msg.recipients if not valid_officer_id(r)]
         if bad:
             raise ProtocolError(ErrorCode.INVALID, f"not an officer id: {bad[0]!r}", msg.rid)
+        if self.journal.pending > MAX_PENDING:  # the disk is behind: explicit backpressure
+            self.counters.inc("alerts_submit_busy")
+            return self._encode(wire.Busy(v, msg.rid, 20))
         pending = self._pending_keys.get(msg.key)
         if pending is None:
             row = self.db.execute("SELECT alert_id FROM alerts WHERE key = ?",
