@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -71,6 +72,9 @@ class OfficerClient:
         self._taken_since_confirm = 0
         self._confirm_every = max(1, window // 4)
         self.officer = ""
+        self.node = ""  # the node's name and region, from its welcome
+        self.region = ""
+        self.last_contact = 0.0  # time.monotonic() of the node's last answer
         self.session = 0
         self.attached = False
         self.ended: str | None = None
@@ -175,8 +179,14 @@ class OfficerClient:
 
     # -- requests -------------------------------------------------------------------------
 
+    @property
+    def reachable(self) -> bool:
+        """The node answered within the last three heartbeat intervals."""
+        return time.monotonic() - self.last_contact <= 3 * self.heartbeat_s + self.timeout
+
     async def _request(self, msg: Any, expect: type[Any]) -> Any:
         reply = await self._conn.request(msg, timeout=self.timeout)
+        self.last_contact = time.monotonic()
         if isinstance(reply, wire.Error):
             raise RemoteError(reply.code, reply.name, reply.message)
         if not isinstance(reply, expect):
@@ -203,6 +213,8 @@ class OfficerClient:
         self._seen = list(self.cursors)
         self._resuming = False
         self.officer = welcome.officer
+        self.node = welcome.node
+        self.region = welcome.region
         self.session = welcome.session
         self.attached = True
         for msg in held:
@@ -331,21 +343,37 @@ async def open_officer(key: OfficerKey, *, device: str, url: str | None = None,
         if client is not None:
             client._on_push(msg)
 
-    async with open_dealer(url or key.endpoint, ctx=ctx, curve_keys=key.curve_keys(),
-                           on_unmatched=on_push) as conn:
-        client = OfficerClient(conn, key, device, cursors=cursors,
-                               cursor_file=Path(cursor_file) if cursor_file else None,
-                               timeout=timeout, heartbeat_s=heartbeat_s, window=window)
-        await client.attach()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client._keep_attached, flag)
-            tg.start_soon(client._confirm_loop)
-            try:
-                yield client
-            finally:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                    await client.bye()
-                tg.cancel_scope.cancel()
+    try:
+        async with open_dealer(url or key.endpoint, ctx=ctx, curve_keys=key.curve_keys(),
+                               on_unmatched=on_push) as conn:
+            client = OfficerClient(conn, key, device, cursors=cursors,
+                                   cursor_file=Path(cursor_file) if cursor_file else None,
+                                   timeout=timeout, heartbeat_s=heartbeat_s, window=window)
+            await client.attach()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client._keep_attached, flag)
+                tg.start_soon(client._confirm_loop)
+                try:
+                    yield client
+                finally:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                        await client.bye()
+                    tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the SDK's own errors come out unwrapped
+        only = _single(group)
+        if only is None:
+            raise
+        raise only from None
+
+
+def _single(group: BaseExceptionGroup[Any]) -> BaseException | None:
+    """The one exception inside nested single-exception groups, if that is what it is."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
 
 
 __all__ = ["OfficerClient", "StreamItem", "open_officer"]
