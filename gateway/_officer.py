@@ -233,6 +233,16 @@ class OfficerClient:
     async def mark_read(self, alert_id: int) -> bool:
         return await self.acknowledge(alert_id, wire.AckLevel.READ)
 
+    async def open_alerts(self, limit: int = 200,
+                          ) -> list[tuple[wire.Alert, wire.AckLevel | None]]:
+        """The officer's alerts not yet acknowledged (by any of its devices), newest first,
+        with the level reached so far (None or read): what a restarted app shows."""
+        reply = await self._request(wire.OpenAlertsRequest(wire.PROTOCOL_VERSION,
+                                                           self._conn.next_rid(), limit),
+                                    wire.OpenAlerts)
+        return [(a, wire.AckLevel(lv) if lv else None)
+                for a, lv in zip(reply.alerts, reply.levels, strict=True)]
+
     async def follow(self, officers: Sequence[str] = ()) -> list[wire.PresenceEntry]:
         """Receive presence changes of ``officers`` (all when empty); their state now."""
         reply = await self._request(wire.Follow(wire.PROTOCOL_VERSION, self._conn.next_rid(),

@@ -126,6 +126,16 @@ class _AlertPushOut(msgspec.Struct, array_like=True, tag="alert", tag_field="typ
     attempt: int
 
 
+class _OpenAlertsOut(msgspec.Struct, array_like=True, tag="open_alerts_reply",
+                     tag_field="type"):
+    """Encodes exactly as ``wire.OpenAlerts`` with the alerts already encoded."""
+
+    v: int
+    rid: int
+    alerts: list[msgspec.Raw]
+    levels: list[str | None]
+
+
 @dataclass(slots=True)
 class _Item:
     """One message of an officer's stream."""
@@ -466,6 +476,8 @@ class AlertDesk:
             sess.follows = set(msg.officers) if msg.officers else None
             names = None if sess.follows is None else sess.follows
             return self._encode(wire.Presence(v, msg.rid, self.presence.entries(names)))
+        if isinstance(msg, wire.OpenAlertsRequest):
+            return self._open_alerts(sess.officer, msg)
         if isinstance(msg, wire.Bye):
             self._end_session(sess, "detach", notify=False)
             return self._encode(wire.HeartbeatAck(v, msg.rid, 0))
@@ -575,6 +587,22 @@ class AlertDesk:
                             writes, durable)
         self.counters.inc(f"acks.{msg.level.value}")
         return None
+
+    def _open_alerts(self, officer: str, msg: wire.OpenAlertsRequest) -> bytes:
+        """Committed alerts of the officer's stream without its acknowledgement."""
+        rows = self.db.execute(
+            "SELECT s.alert_id, (SELECT max(a.level) FROM acks a WHERE a.alert_id = s.alert_id "
+            "AND a.officer = s.officer) FROM stream s WHERE s.officer = ? AND s.level IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.alert_id = s.alert_id AND "
+            "a.officer = s.officer AND a.level = 'acknowledged') "
+            "ORDER BY s.alert_id DESC LIMIT ?", (officer, msg.limit)).fetchall()
+        alerts, levels = [], []
+        for alert_id, level in rows:
+            body = self._alert_body(int(alert_id))
+            if body is not None:
+                alerts.append(msgspec.Raw(body))
+                levels.append(level)
+        return self._encode(_OpenAlertsOut(wire.PROTOCOL_VERSION, msg.rid, alerts, levels))
 
     def _recipients_of(self, alert_id: int) -> tuple[str, ...] | None:
         r = self._recipients.get(alert_id)

@@ -482,6 +482,13 @@ class ConsoleApp(App[None]):
 
     async def _take_stream(self) -> None:
         source = self.source
+        opener = getattr(source, "open_alerts", None)
+        if opener is not None:  # what is still open from before this console started
+            try:
+                for alert, level in await opener():
+                    self.table.add(alert, level)
+            except GatewayError as exc:
+                self.show_message(f"open alerts not loaded: {exc}", error=True)
         try:
             while True:
                 self._take(await source.next())

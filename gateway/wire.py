@@ -340,6 +340,12 @@ class WhoOnline(_Message, tag="who_online", frozen=True):
     """Ask for the presence of every known device."""
 
 
+class OpenAlertsRequest(_Message, tag="open_alerts", frozen=True):
+    """The officer's alerts not yet acknowledged by the officer, newest first."""
+
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 200
+
+
 class Bye(_Message, tag="bye", frozen=True):
     """The device detaches now (goes offline without waiting for the timeout)."""
 
@@ -392,6 +398,11 @@ class Acknowledged(_Message, tag="acked", frozen=True):
 
 class Presence(_Message, tag="presence", frozen=True):
     entries: list[PresenceEntry]
+
+
+class OpenAlerts(_Message, tag="open_alerts_reply", frozen=True):
+    alerts: list[Alert]
+    levels: list[str | None]  # the officer's level per alert: None or "read"
 
 
 class AlertAccepted(_Message, tag="alert_accepted", frozen=True):
@@ -453,11 +464,12 @@ ServiceRequest = (
 )
 ClientRequest = (
     Ping | Hello | Heartbeat | Received | Resume | Acknowledge | Follow | WhoOnline | Bye
+    | OpenAlertsRequest
 )
 Request = (
     Ping | ScoreRequest | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest
     | TrustedLoad | AlertSubmit | KeyRegister | KeyRevoke | KeyList | Hello | Heartbeat
-    | Received | Resume | Acknowledge | Follow | WhoOnline | Bye
+    | Received | Resume | Acknowledge | Follow | WhoOnline | Bye | OpenAlertsRequest
 )
 Reply = (
     Pong
@@ -473,6 +485,7 @@ Reply = (
     | Acknowledged
     | Presence
     | AlertAccepted
+    | OpenAlerts
     | Keys
     | AlertPush
     | AckSync
@@ -524,6 +537,8 @@ __all__ = [
     "KeyRevoke",
     "Keys",
     "Lane",
+    "OpenAlerts",
+    "OpenAlertsRequest",
     "Outcome",
     "Ping",
     "Pong",

@@ -470,3 +470,23 @@ def test_unreachable_node_exits_1(tmp_path: Any, capsys: pytest.CaptureFixture[s
     assert run_console(str(path), timeout=0.3) == 1
     err = capsys.readouterr().err
     assert f"no answer from the node at tcp://127.0.0.1:{port}" in err
+
+
+@pytest.mark.anyio
+async def test_restarted_console_shows_what_is_still_open(node_config: Config) -> None:
+    with anyio.fail_after(30):
+        async with running_node(node_config) as node:
+            key = await register_officer(node, "alice")
+            ids = await submit(node, ("r1", S.HIGH, "first"), ("r2", S.CRITICAL, "second"),
+                               ("r3", S.LOW, "third"))
+            async with open_officer(key, device="console") as client:
+                for _ in ids:  # this device has taken them all
+                    await client.next()
+                assert await client.acknowledge(ids[0])
+            # the same device again: its stream resumes after them, nothing new comes
+            async with open_officer(key, device="console") as client:
+                app = ConsoleApp(client, node="test-node")
+                async with app.run_test(size=SIZE):
+                    await wait_until(lambda: len(shown(app)) == 2, what="open alerts listed")
+                    assert [(aid, title, state) for aid, _, title, state in shown(app)] == [
+                        (ids[1], "second", "new"), (ids[2], "third", "new")]

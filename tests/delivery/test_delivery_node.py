@@ -209,3 +209,18 @@ async def test_failed_journal_commit_stops_the_node(node_config: Config) -> None
                 reply = await conn.request(wire.AlertSubmit(V, 1, "k", wire.Severity.HIGH, 1,
                                                             "t"), timeout=3)
                 pytest.fail(f"a submit was answered without a commit: {reply!r}")
+
+
+async def test_open_alerts_for_a_restarted_app(node_config: Config) -> None:
+    async with running_node(node_config) as node:
+        key = await register_officer(node, "alice")
+        ids = [(await submit(node, f"o{i}", recipients=("alice",))).alert_id for i in range(4)]
+        async with open_officer(key, device="phone") as c:
+            await take(c, 4)
+            assert await c.acknowledge(ids[1])
+            assert await c.mark_read(ids[2])
+        # a new app on another device has seen nothing, but the open alerts are listed
+        async with open_officer(key, device="tablet", cursors=[0, 0, 0, 0]) as c:
+            still_open = await c.open_alerts()
+        assert [(a.alert_id, lv) for a, lv in still_open] == [
+            (ids[3], None), (ids[2], wire.AckLevel.READ), (ids[0], None)]
