@@ -34,16 +34,19 @@ def add_parsers(sub: Any, services_arg: Callable[[argparse.ArgumentParser], None
     services_arg(knew)
     kreg = ksub.add_parser("register", help="register a public key made elsewhere",
                            description="Map an existing CURVE public key (Z85) to OFFICER.")
-    kreg.add_argument("officer")
+    kreg.add_argument("officer", help="officer id ([A-Za-z0-9_.@-], up to 64)")
     kreg.add_argument("public_key", metavar="PUBLIC_KEY", help="Z85, 40 characters")
-    kreg.add_argument("--label", default="")
+    kreg.add_argument("--label", default="", help="free text, e.g. the device (max 64)")
     services_arg(kreg)
     krev = ksub.add_parser("revoke", help="revoke a key (by public key or key file)",
                            description="Revoke a key: new handshakes are refused and its live"
                            " sessions end now.")
-    krev.add_argument("key", metavar="PUBLIC_KEY_OR_FILE")
+    krev.add_argument("key", metavar="PUBLIC_KEY_OR_FILE",
+                      help="the public key (Z85), or a key file holding it")
     services_arg(krev)
-    klist = ksub.add_parser("list", help="list registered keys")
+    klist = ksub.add_parser("list", help="list registered keys",
+                            description="List every key the node knows: officer, public key,"
+                            " label, active or revoked.")
     klist.add_argument("--json", action="store_true", help="print one JSON object")
     services_arg(klist)
 
@@ -63,12 +66,16 @@ def add_parsers(sub: Any, services_arg: Callable[[argparse.ArgumentParser], None
                            description="Submit an alert to the running node. The key makes"
                            " it idempotent: the same key always names the same alert.")
     asub = alert.add_subparsers(dest="alert_command", metavar="ACTION", required=True)
-    asubmit = asub.add_parser("submit", help="submit one alert")
+    asubmit = asub.add_parser("submit", help="submit one alert",
+                              description="Submit one alert; printed: its alert id, and"
+                              " whether the key had raised it already.")
     asubmit.add_argument("--key", required=True, help="idempotency key (1..128 chars)")
     asubmit.add_argument("--severity", required=True,
-                         choices=[s.value for s in wire.Severity])
-    asubmit.add_argument("--account", type=int, required=True)
-    asubmit.add_argument("--title", required=True)
+                         choices=[s.value for s in wire.Severity],
+                         help="critical and high reach officers first (priority lanes)")
+    asubmit.add_argument("--account", type=int, required=True,
+                         help="the account the alert is about")
+    asubmit.add_argument("--title", required=True, help="one line for the officer (max 256)")
     asubmit.add_argument("--detail", action="append", default=[], metavar="NAME=VALUE",
                          help="a detail line (repeatable)")
     asubmit.add_argument("--to", action="append", default=[], metavar="OFFICER",
@@ -96,7 +103,8 @@ def add_parsers(sub: Any, services_arg: Callable[[argparse.ArgumentParser], None
     sdel.add_argument("--officers", type=int, default=5, help="officers (5)")
     sdel.add_argument("--devices", type=int, default=2, help="devices per officer (2)")
     sdel.add_argument("--rate", type=float, default=500.0, help="alerts submitted per second")
-    sdel.add_argument("--seed", type=int, default=1)
+    sdel.add_argument("--seed", type=int, default=1,
+                      help="seed of the kill times and alert mix (1)")
     sdel.add_argument("--dir", metavar="DIR", help="work directory (default: a temporary one)")
     sdel.add_argument("--json", action="store_true", help="print the report as JSON")
 
