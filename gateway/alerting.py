@@ -192,6 +192,8 @@ class AlertDesk:
         self._recipients: dict[int, tuple[str, ...]] = {}  # cache, as _alerts
         self._pending_keys: dict[str, int] = {}  # idempotency keys not yet committed
         self._pending_acks: set[tuple[int, str, str]] = set()
+        # confirmed cursors per device seen since start (the database may lag a commit)
+        self._device_cursors: dict[tuple[str, str], list[int]] = {}
         self._sessions: dict[bytes, Session] = {}
         self._by_officer: dict[str, dict[str, Session]] = {}  # officer -> device -> session
         self._auth_refused_logged: dict[str, int] = {}
@@ -503,6 +505,8 @@ class AlertDesk:
                                 msg.rid)
         cursors = list(msg.cursors)
         if not cursors:
+            cursors = list(self._device_cursors.get((officer, msg.device), ()))
+        if not cursors:
             row = self.db.execute("SELECT cursors FROM device_cursors WHERE officer = ? AND "
                                   "device = ?", (officer, msg.device)).fetchone()
             cursors = [int(x) for x in row[0].split(",")] if row else [0] * LANES
@@ -541,6 +545,7 @@ class AlertDesk:
         cur = self._clamp(sess.officer, cursors)
         n = sess.stream.received(cur, self._mono_ms())
         if n:
+            self._device_cursors[(sess.officer, sess.device)] = list(sess.stream.acked)
             self.counters.inc("delivery_confirmed", n)
             text = ",".join(map(str, sess.stream.acked))
             self.journal.append("received", self._encode(

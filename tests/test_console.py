@@ -213,7 +213,8 @@ async def test_enter_shows_everything_and_marks_read_escape_closes_q_quits(
 
                 app = ConsoleApp(client, node="test-node")
                 async with app.run_test(size=SIZE) as pilot:
-                    await wait_until(lambda: len(shown(app)) == 2, what="two rows")
+                    await wait_until(lambda: len(shown(app)) == 2
+                                     and app.table.cursor_id is not None, what="two rows")
                     assert app.table.cursor_id == decision_alert.alert_id
                     await pilot.press("enter")
                     assert isinstance(app.screen, DetailScreen)
