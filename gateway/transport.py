@@ -418,6 +418,34 @@ async def open_dealer(url: str, *, ctx: zmq.Context[Any] | None = None,
         conn.close()
 
 
+class BlockingDealer:
+    """A DEALER used without an event loop (benchmark drivers, tools): send bodies, wait
+    for replies with a timeout. Unbounded high-water marks: the caller bounds its window."""
+
+    def __init__(self, url: str, *, ctx: zmq.Context[Any] | None = None) -> None:
+        self._sock: zmq.Socket[Any] = (ctx or zmq.Context.instance()).socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, 0)
+        self._sock.setsockopt(zmq.RCVHWM, 0)
+        self._sock.connect(url)
+
+    def send(self, body: bytes) -> None:
+        self._sock.send(body)
+
+    def recv(self, timeout_s: float) -> bytes | None:
+        """The next reply body, or None if none arrives within ``timeout_s``."""
+        if not self._sock.poll(max(0, int(timeout_s * 1000 + 0.999)), zmq.POLLIN):
+            return None
+        return self._sock.recv()
+
+    def ready(self) -> bool:
+        """A reply is waiting."""
+        return bool(self._sock.poll(0, zmq.POLLIN))
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+
 def request_blocking(url: str, body: bytes, *, timeout: float = 5.0) -> bytes:
     """One request/reply without an event loop (for CLI commands such as ``status``)."""
     ctx: zmq.Context[Any] = zmq.Context.instance()
@@ -438,6 +466,7 @@ def request_blocking(url: str, body: bytes, *, timeout: float = 5.0) -> bytes:
 
 
 __all__ = [
+    "BlockingDealer",
     "DealerConnection",
     "Handler",
     "MonitorWatcher",
