@@ -48,6 +48,7 @@ MAX_PENDING: Final = 50_000  # journal events not yet committed before submitter
 PAGE: Final = 256  # stream items read from the database at a time
 ALERT_CACHE: Final = 50_000  # encoded alerts kept in memory (oldest dropped first)
 TICK_S: Final = 0.05
+SLOW_TICKS: Final = 20  # lag checks and cursor journaling every SLOW_TICKS ticks (1 s)
 LAG_THRESHOLD: Final = 1000  # unconfirmed messages after which a device is "lagging"
 _LEVEL_ORDER: Final = {wire.AckLevel.DELIVERED: 0, wire.AckLevel.READ: 1,
                        wire.AckLevel.ACKNOWLEDGED: 2}
@@ -188,8 +189,12 @@ class AlertDesk:
         self._assigned: dict[str, list[int]] = {}  # officer -> last assigned seq per lane
         self._committed: dict[str, list[int]] = {}  # officer -> last committed seq per lane
         self._tails: dict[tuple[str, int], collections.deque[_Item]] = {}
-        self._alerts: dict[int, bytes] = {}  # alert id -> encoded wire.Alert (cache)
-        self._recipients: dict[int, tuple[str, ...]] = {}  # cache, as _alerts
+        # alert id -> (encoded wire.Alert, recipients): the newest ALERT_CACHE alerts
+        self._alerts: collections.OrderedDict[int, tuple[bytes, tuple[str, ...]]] = (
+            collections.OrderedDict())
+        self._dirty_officers: set[str] = set()  # committed items not yet pumped
+        self._dirty_cursors: dict[tuple[str, str], list[int]] = {}  # not yet journaled
+        self._ticks = 0
         self._pending_keys: dict[str, int] = {}  # idempotency keys not yet committed
         self._pending_acks: set[tuple[int, str, str]] = set()
         # confirmed cursors per device seen since start (the database may lag a commit)
@@ -199,6 +204,7 @@ class AlertDesk:
         self._auth_refused_logged: dict[str, int] = {}
         self._session_base = int.from_bytes(os.urandom(4), "big") << 24
         self._session_n = 0
+        journal.after_group = self.after_group
         self._load()
 
     # -- start-up -------------------------------------------------------------------------
@@ -258,9 +264,9 @@ class AlertDesk:
         for officer in officers:
             seq = self._assign(officer, lane, _Item(0, alert_id), writes)
             assigned.append((officer, lane, seq))
-        self._alerts[alert_id] = body
-        self._recipients[alert_id] = tuple(officers)
-        self._trim_cache()
+        self._alerts[alert_id] = (body, tuple(officers))
+        if len(self._alerts) > ALERT_CACHE:
+            self._alerts.popitem(last=False)
         if key is not None:
             self._pending_keys[key] = alert_id
         t0 = time.perf_counter_ns()
@@ -306,14 +312,17 @@ class AlertDesk:
         heads = self._committed[officer]
         if seq > heads[lane]:
             heads[lane] = seq
-        for sess in self._by_officer.get(officer, {}).values():
-            self._pump(sess)
+        self._dirty_officers.add(officer)
 
-    def _trim_cache(self) -> None:
-        while len(self._alerts) > ALERT_CACHE:
-            oldest = next(iter(self._alerts))
-            del self._alerts[oldest]
-            self._recipients.pop(oldest, None)
+    def after_group(self) -> None:
+        """Once per committed journal group: send what it made available."""
+        dirty = self._dirty_officers
+        if not dirty:
+            return
+        self._dirty_officers = set()
+        for officer in dirty:
+            for sess in self._by_officer.get(officer, {}).values():
+                self._pump(sess)
 
     def submit(self, ident: bytes, msg: wire.AlertSubmit) -> bytes | None:
         """``alert_submit`` on the services endpoint: answered once durable."""
@@ -545,14 +554,24 @@ class AlertDesk:
         cur = self._clamp(sess.officer, cursors)
         n = sess.stream.received(cur, self._mono_ms())
         if n:
-            self._device_cursors[(sess.officer, sess.device)] = list(sess.stream.acked)
+            acked = list(sess.stream.acked)
+            self._device_cursors[(sess.officer, sess.device)] = acked
+            self._dirty_cursors[(sess.officer, sess.device)] = acked
             self.counters.inc("delivery_confirmed", n)
-            text = ",".join(map(str, sess.stream.acked))
-            self.journal.append("received", self._encode(
-                _ReceivedEvent(sess.officer, sess.device, list(sess.stream.acked))),
-                [("INSERT OR REPLACE INTO device_cursors VALUES (?,?,?,?)",
-                  [sess.officer, sess.device, text, time.time_ns()])])
             self._pump(sess)
+
+    def _journal_cursors(self) -> None:
+        """One ``received`` event for every device that confirmed something since the last
+        one (at most once a second: who received what, and when, to the second)."""
+        if not self._dirty_cursors:
+            return
+        dirty = self._dirty_cursors
+        self._dirty_cursors = {}
+        now = time.time_ns()
+        entries = [_ReceivedEvent(o, d, c) for (o, d), c in dirty.items()]
+        self.journal.append("received", self._encode(entries), [
+            ("INSERT OR REPLACE INTO device_cursors VALUES (?,?,?,?)",
+             [e.officer, e.device, ",".join(map(str, e.cursors)), now]) for e in entries])
 
     def _acknowledge(self, sess: Session, msg: wire.Acknowledge) -> bytes | None:
         v = wire.PROTOCOL_VERSION
@@ -610,9 +629,9 @@ class AlertDesk:
         return self._encode(_OpenAlertsOut(wire.PROTOCOL_VERSION, msg.rid, alerts, levels))
 
     def _recipients_of(self, alert_id: int) -> tuple[str, ...] | None:
-        r = self._recipients.get(alert_id)
-        if r is not None:
-            return r
+        cached = self._alerts.get(alert_id)
+        if cached is not None:
+            return cached[1]
         row = self.db.execute("SELECT recipients FROM alerts WHERE alert_id = ?",
                               (alert_id,)).fetchone()
         if row is None:
@@ -627,9 +646,9 @@ class AlertDesk:
         return int(wire.SEVERITY_LANE[sev])
 
     def _alert_body(self, alert_id: int) -> bytes | None:
-        body = self._alerts.get(alert_id)
-        if body is not None:
-            return body
+        cached = self._alerts.get(alert_id)
+        if cached is not None:
+            return cached[0]
         row = self.db.execute("SELECT j.body FROM alerts a JOIN journal j ON j.seq = a.jseq "
                               "WHERE a.alert_id = ?", (alert_id,)).fetchone()
         if row is None:
@@ -740,12 +759,20 @@ class AlertDesk:
                     list(sess.stream.acked))))
                 self.counters.inc("clients_sessions_ended.offline")
         now = self._mono_ms()
-        lagging = 0
         for sess in list(self._sessions.values()):
             lanes = sess.stream.due(now)
             if lanes:
                 self.counters.inc("delivery_timeouts", len(lanes))
                 self._pump(sess)
+        self._ticks += 1
+        if self._ticks % SLOW_TICKS == 0:
+            self._journal_cursors()
+            self._check_lag()
+        self.counters.set_gauge("journal_pending_now", self.journal.pending)
+
+    def _check_lag(self) -> None:
+        lagging = 0
+        for sess in self._sessions.values():
             behind = sess.stream.backlog(self._committed[sess.officer])
             was = sess.lagging
             sess.lagging = behind > LAG_THRESHOLD
@@ -755,7 +782,6 @@ class AlertDesk:
                             sess.device, behind)
             lagging += sess.lagging
         self.counters.set_gauge("delivery_lagging_now", lagging)
-        self.counters.set_gauge("journal_pending_now", self.journal.pending)
 
     async def run_ticks(self) -> None:
         while True:

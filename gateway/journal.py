@@ -32,7 +32,7 @@ from gateway.errors import GatewayError
 log = logging.getLogger(__name__)
 
 GENESIS: Final = bytes(32)  # the "previous hash" of event 1
-MAX_GROUP: Final = 8192  # events per commit
+MAX_GROUP: Final = 1024  # events per commit: bounds how long the loop spends inserting
 VERIFY_AT_START: Final = 10_000  # events re-verified at open (the rest: `journal verify`)
 
 _HEAD = struct.Struct(">QQ")
@@ -179,6 +179,7 @@ class Journal:
         self.next_seq = self.durable_seq + 1
         self._durable_waiters: list[tuple[int, anyio.Event]] = []
         self._durable_calls: list[tuple[int, Callable[[], None]]] = []
+        self.after_group: Callable[[], None] | None = None  # after a group's callbacks
         report = verify(self.db, after=max(0, self.durable_seq - VERIFY_AT_START))
         if not report.ok:
             raise JournalError(f"journal {db_path} does not verify: {report.problem}")
@@ -231,8 +232,12 @@ class Journal:
         else:
             self._durable_calls.append((seq, fn))
 
-    def _write_group(self, group: list[_Pending]) -> None:
-        """One transaction: the events, then their derived writes, then COMMIT (fsync)."""
+    def _insert_group(self, group: list[_Pending]) -> None:
+        """Open a transaction and insert the events and their derived rows.
+
+        Runs on the event loop's thread: sqlite3 gives up the GIL around every row, and a
+        worker thread would wait for the busy loop to hand it back each time.
+        """
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -253,11 +258,24 @@ class Journal:
                         order.append(sql)
                     rows.append(params)
             self._flush(batch, order)
-            db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def _commit(self) -> None:
+        """COMMIT: the fsync, in a worker thread (one GIL hand-off)."""
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
+    def _write_group(self, group: list[_Pending]) -> None:
+        """Insert and commit a group on the calling thread."""
+        self._insert_group(group)
+        self._commit()
 
     def _flush(self, batch: dict[str, list[Sequence[Any]]], order: list[str]) -> None:
         for sql in order:
@@ -277,9 +295,11 @@ class Journal:
                 del self._pending[:MAX_GROUP]
                 t0 = time.perf_counter_ns()
                 try:
-                    await anyio.to_thread.run_sync(self._write_group, group,
-                                                   abandon_on_cancel=False)
+                    self._insert_group(group)
+                    await anyio.to_thread.run_sync(self._commit, abandon_on_cancel=False)
                 except Exception as exc:
+                    if self.db.in_transaction:
+                        self.db.execute("ROLLBACK")
                     self._failed = exc
                     log.critical("journal commit failed; stopping: %s", exc)
                     self._release_waiters()
@@ -296,6 +316,8 @@ class Journal:
                 for p in group:
                     if p.on_durable is not None:
                         p.on_durable()
+                if self.after_group is not None:
+                    self.after_group()
                 if self._durable_calls:
                     calls = self._durable_calls
                     self._durable_calls = [c for c in calls if c[0] > self.durable_seq]

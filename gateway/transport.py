@@ -29,7 +29,7 @@ from gateway.errors import ProtocolError, RequestTimeoutError
 
 log = logging.getLogger(__name__)
 
-RECV_BURST: Final = 256  # messages handled before the owner yields to other tasks
+RECV_BURST: Final = 64  # messages handled before the owner yields to other tasks
 SEND_HWM: Final = 10_000
 RECV_HWM: Final = 10_000
 

@@ -20,7 +20,7 @@ from gateway.delivery._lanes import CRITICAL, DEFAULT_SHARE, LaneScheduler
 
 
 class DeviceStream:
-    __slots__ = ("_base_rto", "_max_rto", "_rto", "_sched", "acked", "attempt",
+    __slots__ = ("_base_rto", "_max_rto", "_others", "_rto", "_sched", "acked", "attempt",
                  "critical_window", "deadline", "lanes", "sent", "window")
 
     def __init__(self, cursors: Sequence[int], *, window: int = 32, critical_window: int = 32,
@@ -39,18 +39,19 @@ class DeviceStream:
         self.attempt = [0] * self.lanes
         self.deadline: list[int | None] = [None] * self.lanes
         self._sched = LaneScheduler(self.lanes, share=share)
+        self._others = 0  # unconfirmed messages of the non-critical lanes
 
     def in_flight(self, lane: int) -> int:
         return self.sent[lane] - self.acked[lane]
 
-    def _others_in_flight(self) -> int:
-        return sum(self.sent[i] - self.acked[i] for i in range(1, self.lanes))
+    def _recount(self) -> None:
+        self._others = sum(self.sent[i] - self.acked[i] for i in range(1, self.lanes))
 
     def next(self, heads: Sequence[int], now_ms: int) -> tuple[int, int, int] | None:
         """The next message to send as ``(lane, seq, attempt)``, or None (nothing, or the
         windows are full). ``heads`` are the lanes' last committed sequence numbers."""
         sent = self.sent
-        others_free = self._others_in_flight() < self.window
+        others_free = self._others < self.window
         ready = [sent[i] < heads[i] and (others_free if i != CRITICAL
                                          else sent[i] - self.acked[i] < self.critical_window)
                  for i in range(self.lanes)]
@@ -59,6 +60,8 @@ class DeviceStream:
             return None
         seq = sent[lane] + 1
         sent[lane] = seq
+        if lane != CRITICAL:
+            self._others += 1
         if self.deadline[lane] is None:
             self.deadline[lane] = now_ms + self._rto[lane]
         return lane, seq, self.attempt[lane] + 1
@@ -77,6 +80,8 @@ class DeviceStream:
             self.attempt[lane] = 0
             self._rto[lane] = self._base_rto
             self.deadline[lane] = (now_ms + self._base_rto if self.sent[lane] > c else None)
+        if progress:
+            self._recount()
         return progress
 
     def resume(self, cursors: Sequence[int]) -> None:
@@ -84,6 +89,7 @@ class DeviceStream:
         for lane in range(min(self.lanes, len(cursors))):
             self.acked[lane] = self.sent[lane] = cursors[lane]
             self.deadline[lane] = None
+        self._recount()
 
     def due(self, now_ms: int) -> list[int]:
         """Lanes whose oldest unconfirmed message timed out; they start over from ``acked``."""
@@ -96,6 +102,8 @@ class DeviceStream:
                 self._rto[lane] = min(self._rto[lane] * 2, self._max_rto)
                 self.deadline[lane] = None
                 out.append(lane)
+        if out:
+            self._recount()
         return out
 
     def backlog(self, heads: Sequence[int]) -> int:

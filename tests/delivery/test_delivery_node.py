@@ -197,14 +197,14 @@ async def test_silent_device_goes_offline_and_reattaches(node_config: Config) ->
 async def test_failed_journal_commit_stops_the_node(node_config: Config) -> None:
     node = Node(node_config, out=io.StringIO(), handle_signals=False)
 
-    def broken(group: object) -> None:
+    def broken() -> None:
         raise OSError(5, "Input/output error")
 
     with pytest.RaisesGroup(pytest.RaisesExc(Exception, match="journal commit failed"),
                             flatten_subgroups=True, allow_unwrapped=True):
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
-            node.journal._write_group = broken  # type: ignore[method-assign]
+            node.journal._commit = broken  # type: ignore[method-assign]
             async with open_dealer(node.urls[Endpoint.SERVICES]) as conn:
                 reply = await conn.request(wire.AlertSubmit(V, 1, "k", wire.Severity.HIGH, 1,
                                                             "t"), timeout=3)

@@ -77,10 +77,10 @@ async def test_tampering_is_found(tmp_path: Path, tamper: str) -> None:
 async def test_failed_commit_fails_everything_after(tmp_path: Path) -> None:
     j = Journal(tmp_path / "j.db")
 
-    def broken(group: object) -> None:
+    def broken() -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    j._write_group = broken  # type: ignore[method-assign]
+    j._commit = broken  # type: ignore[method-assign]
     acked: list[int] = []
     j.append("test", b"x", (), lambda: acked.append(1))
     with pytest.raises(JournalError, match="disk I/O error"):
