@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 StreamItem = wire.AlertPush | wire.AckSync
 HEARTBEAT_S: Final = 1.0
-CONFIRM_S: Final = 0.005  # confirmations are coalesced for at most this long
+CONFIRM_S: Final = 0.005  # a critical item is confirmed within this long
 
 
 class OfficerClient:
@@ -135,10 +135,14 @@ class OfficerClient:
                     prev = self.acked.get(item.alert_id)
                     if prev is None or _LEVEL[item.level] > _LEVEL[prev]:
                         self.acked[item.alert_id] = item.level
-                self._confirm_soon()
+                # confirmations: a critical one at once (well, within CONFIRM_S), every
+                # window/4 taken at once, the rest with the next heartbeat
+                self._confirm_due = True
                 self._taken_since_confirm += 1
                 if self._taken_since_confirm >= self._confirm_every:
                     self._confirm()
+                elif lane == 0:
+                    self._confirm_wake.set()
                 return item
         return None
 
@@ -166,13 +170,17 @@ class OfficerClient:
     def _confirm(self) -> None:
         if not self._confirm_due or not self.attached:
             return
+        self._send_nowait(wire.Received(wire.PROTOCOL_VERSION, 0, self._confirming()))
+
+    def _confirming(self) -> list[int]:
+        """The cursors to confirm now (and persist, with a cursor file)."""
         self._confirm_due = False
         self._taken_since_confirm = 0
-        self._send_nowait(wire.Received(wire.PROTOCOL_VERSION, 0, list(self.cursors)))
         if self._cursor_file is not None:
             tmp = self._cursor_file.with_name(self._cursor_file.name + ".tmp")
             tmp.write_text(",".join(map(str, self.cursors)))
             os.replace(tmp, self._cursor_file)
+        return list(self.cursors)
 
     def _send_nowait(self, msg: Any) -> None:
         self._conn.send_raw_nowait((self._conn.codec.encode(msg),))
@@ -280,8 +288,9 @@ class OfficerClient:
                 if not self.attached:
                     await self.attach()
                     continue
+                cursors = self._confirming() if self._confirm_due else []
                 await self._request(wire.Heartbeat(wire.PROTOCOL_VERSION,
-                                                   self._conn.next_rid(), away[0]),
+                                                   self._conn.next_rid(), away[0], cursors),
                                     wire.HeartbeatAck)
             except RemoteError as exc:
                 if exc.code == ErrorCode.NOT_ATTACHED:
@@ -306,8 +315,8 @@ class OfficerClient:
         self._confirm_wake.set()
 
     async def _confirm_loop(self) -> None:
-        """Send ``received`` at most CONFIRM_S after the application took something; no
-        wake-ups while nothing is taken."""
+        """Send ``received`` CONFIRM_S after the application took a critical item (or saw a
+        duplicate); no wake-ups otherwise."""
         while True:
             self._confirm_wake = anyio.Event()
             if not self._confirm_due:

@@ -66,7 +66,8 @@ Push = Callable[[bytes, bytes, int], None]  # (routing id, body, lane)
 class DeliverySettings:
     window: int = 32  # unconfirmed non-critical messages per device
     critical_window: int = 32  # unconfirmed critical messages per device (a window apart)
-    rto_ms: int = 1000  # first redelivery after this long without confirmation
+    rto_ms: int = 2500  # first redelivery after this long without confirmation (devices
+    # confirm critical items at once, others with their next heartbeat, about 1 s)
     max_rto_ms: int = 30_000
     offline_after_ms: int = 3500  # no heartbeat this long: the device is offline
     share: int = 8  # anti-starvation: a passed-over lower lane gets 1 pick in share + 1
@@ -471,6 +472,8 @@ class AlertDesk:
         now = self._clock_ms()
         if isinstance(msg, wire.Heartbeat):
             self._publish(self.presence.beat(officer, sess.device, away=msg.away, now_ms=now))
+            if msg.cursors:
+                self._received(sess, msg.cursors)
             return self._encode(wire.HeartbeatAck(v, msg.rid, sess.session))
         if isinstance(msg, wire.Received):
             self._received(sess, msg.cursors)

@@ -56,7 +56,7 @@ class IngestSection(Struct, forbid_unknown_fields=True, kw_only=True):
 class DeliverySection(Struct, forbid_unknown_fields=True, kw_only=True):
     window: Annotated[int, Meta(ge=1, le=4096)] = 32
     critical_window: Annotated[int, Meta(ge=1, le=4096)] = 32
-    rto_ms: Annotated[int, Meta(ge=10, le=600_000)] = 1000
+    rto_ms: Annotated[int, Meta(ge=10, le=600_000)] = 2500
     max_rto_ms: Annotated[int, Meta(ge=10, le=3_600_000)] = 30_000
     offline_after_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 3500
 
@@ -107,7 +107,8 @@ max_backlog_ms = 0         # native: after saturation this long, shed queued req
 [delivery]                 # officer streams (see docs/protocol.md, "Delivery")
 window = 32                # unconfirmed high/normal/bulk messages per device
 critical_window = 32       # unconfirmed critical messages per device (a window of its own)
-rto_ms = 1000              # redeliver after this long without confirmation (doubles)
+rto_ms = 2500              # redeliver after this long without confirmation (doubles);
+                           # devices confirm with each heartbeat (1 s), critical at once
 max_rto_ms = 30000         # longest wait between redeliveries
 offline_after_ms = 3500    # a device without heartbeat this long is offline
 """

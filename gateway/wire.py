@@ -303,9 +303,11 @@ class PresenceEntry(Struct, array_like=True, frozen=True):
 
 
 class Heartbeat(_Message, tag="heartbeat", frozen=True):
-    """Keeps the device attached and sets its presence; answered with ``heartbeat_ack``."""
+    """Keeps the device attached and sets its presence; answered with ``heartbeat_ack``.
+    ``cursors``, when given, confirm delivery as ``received`` does."""
 
     away: bool = False
+    cursors: list[int] = msgspec.field(default_factory=list)
 
 
 class Received(_Message, tag="received", frozen=True):
