@@ -53,12 +53,48 @@ class IngestSection(Struct, forbid_unknown_fields=True, kw_only=True):
     max_backlog_ms: Annotated[int, Meta(ge=0, le=60_000)] = 0
 
 
+# -- regional fabric (gateway.fabric; semantic checks in gateway/fabric/_directory.py) ----
+
+RegionName = Annotated[str, Meta(pattern=r"^[a-z0-9-]{1,32}$")]
+Account = Annotated[int, Meta(ge=0)]  # TOML integers stop at 2**63 - 1
+
+
+class DirectoryRange(Struct, forbid_unknown_fields=True, kw_only=True):
+    first: Account
+    last: Account
+    region: RegionName
+
+
+class DirectorySection(Struct, forbid_unknown_fields=True, kw_only=True):
+    mode: Literal["hash", "ranges", "table"] = "hash"
+    regions: list[RegionName] = []
+    default: Annotated[str, Meta(pattern=r"^[a-z0-9-]{0,32}$")] = ""
+    ranges: list[DirectoryRange] = []
+    table: list[tuple[Account, RegionName]] = []
+    table_file: str = ""
+
+
+class FabricSection(Struct, forbid_unknown_fields=True, kw_only=True):
+    bind: Annotated[str, Meta(pattern=r"^((tcp|ipc|inproc)://.+)?$")] = ""
+    peers: dict[RegionName, Url] = {}
+    heartbeat_ms: Annotated[int, Meta(ge=20, le=10_000)] = 1000
+    dead_after_ms: Annotated[int, Meta(ge=60, le=60_000)] = 3000
+    on_partition: Literal["error", "busy", "queue"] = "error"
+    queue_limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
+    queue_ms: Annotated[int, Meta(ge=1, le=600_000)] = 2000
+    forward_timeout_ms: Annotated[int, Meta(ge=100, le=600_000)] = 10_000
+    busy_retry_ms: Annotated[int, Meta(ge=1, le=60_000)] = 100
+    max_in_flight: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    directory: DirectorySection = msgspec.field(default_factory=DirectorySection)
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     node: NodeSection = msgspec.field(default_factory=NodeSection)
     endpoints: EndpointsSection = msgspec.field(default_factory=EndpointsSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
     ingest: IngestSection = msgspec.field(default_factory=IngestSection)
+    fabric: FabricSection = msgspec.field(default_factory=FabricSection)
 
 
 CONFIG_REFERENCE = """\
@@ -94,6 +130,32 @@ alert_queue = 8192         # alert records buffered in C; when full, producers g
 busy_retry_ms = 5          # retry-after of those `busy` replies
 max_backlog_ms = 0         # native: after saturation this long, shed queued requests with
                            # `busy` until the queue drains (0 = never; e.g. 50)
+
+[fabric]                   # regional fabric: one node per region (docs/protocol.md)
+bind = ""                  # this node's fabric endpoint (ROUTER); "" = no fabric
+peers = {}                 # region -> fabric endpoint of its node, e.g.
+                           # { us = "tcp://10.0.2.5:7713", ap = "tcp://10.0.3.5:7713" }
+heartbeat_ms = 1000        # ping each peer this often
+dead_after_ms = 3000       # a peer silent this long is down (detected within 5 s)
+on_partition = "error"     # a transaction homed in an unreachable region gets: error =
+                           # REGION_UNAVAILABLE; busy = `busy`; queue = held until the link
+                           # is back (within queue_limit and queue_ms, then as error)
+queue_limit = 1000         # queue: requests held at most
+queue_ms = 2000            # queue: longest a request is held before REGION_UNAVAILABLE
+forward_timeout_ms = 10000 # a forwarded request unanswered this long gets FORWARD_TIMEOUT
+busy_retry_ms = 100        # retry-after of `busy` replies for forwarded requests
+max_in_flight = 10000      # forwarded requests outstanding at most; more get `busy`
+
+[fabric.directory]         # home region of every account; the same on every node (checked)
+mode = "hash"              # hash | ranges | table
+regions = []               # hash: regions in hash order; [] = this node's and its peers',
+                           # sorted
+default = ""               # ranges, table: region of accounts not listed ("" = none: their
+                           # transactions are refused with INVALID)
+ranges = []                # ranges: [{ first = 0, last = 4999999, region = "eu" }, ...]
+                           # inclusive, non-overlapping
+table = []                 # table: [[1001, "eu"], [1002, "us"], ...]
+table_file = ""            # table: a file of `account,region` lines (added to `table`)
 """
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -125,10 +187,19 @@ def load_config(path: str | Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), "<syntax>", str(exc)) from None
     try:
-        return msgspec.convert(data, Config)
+        cfg = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
         key, reason = _split_error(exc)
         raise ConfigError(str(p), key, reason) from None
+    check_config(cfg, str(p))
+    return cfg
 
 
-__all__ = ["CONFIG_REFERENCE", "Config", "load_config"]
+def check_config(cfg: Config, source: str) -> None:
+    """Checks across keys that the types cannot express (the fabric's directory)."""
+    from gateway.fabric import check_fabric_config  # the fabric's own rules
+
+    check_fabric_config(cfg, source)
+
+
+__all__ = ["CONFIG_REFERENCE", "Config", "check_config", "load_config"]

@@ -12,7 +12,8 @@
 
 static const char *const CHANNELS[6] = {"card", "transfer", "mobile", "web", "atm", "pos"};
 static const char *const OTHER_TAGS[] = {"status", "rules_load", "rules_rollback",
-                                         "shadow_report", "trusted_load", "hello"};
+                                         "shadow_report", "trusted_load", "hello",
+                                         "trusted_update", "trusted_get"};
 
 static int str_is(const char *s, uint32_t n, const char *lit) {
     size_t m = strlen(lit);
