@@ -24,6 +24,8 @@ from gateway.codec import Endpoint, EndpointCodec
 from gateway.config import Config
 from gateway.counters import Counters, LatencyHistogram
 from gateway.errors import ErrorCode, GatewayError, ProtocolError
+from gateway.fabric import fabric_enabled
+from gateway.fabric_node import Fabric, Local
 from gateway.ingest import AlertRecord, IngestSettings, NativeIngestEndpoint
 from gateway.scoring import DEFAULT_RULES_PATH, RuleFileError, ScoringEngine, parse_rules
 from gateway.store import Store
@@ -64,6 +66,9 @@ class Node:
         self.endpoints: dict[Endpoint, RouterEndpoint] = {}  # the Python-served ones
         self.ingest: NativeIngestEndpoint | None = None  # native ingest (config ingest.mode)
         self.urls: dict[Endpoint, str] = {}  # every bound endpoint
+        # regional fabric (gateway.fabric_node); None without a [fabric] section
+        self.fabric = (Fabric(config, self.counters, self.engine) if fabric_enabled(config)
+                       else None)
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -129,6 +134,8 @@ class Node:
                         f"cannot bind the {ep.value} endpoint {url}: {exc}"
                     ) from None
             self.endpoints[Endpoint.CLIENTS].on_unroutable = self._officer_gone
+            if self.fabric is not None:
+                self._open_fabric(ctx)
             metrics = None
             if cfg.metrics.port:
                 from gateway.metrics import start_metrics_server
@@ -142,6 +149,8 @@ class Node:
                     tg.start_soon(sock.serve, handlers[ep])
                 if self.ingest is not None:
                     tg.start_soon(self.ingest.serve, self.counters, self._on_native_alert)
+                if self.fabric is not None:
+                    tg.start_soon(self.fabric.serve)
                 if self.handle_signals:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
                 task_status.started(self)
@@ -150,9 +159,20 @@ class Node:
                 self.ingest.close()  # joins the native thread before the context ends
             for sock in self.endpoints.values():
                 sock.close()
+            if self.fabric is not None:
+                self.fabric.close()
             ctx.term()
             self.store.close()
             print(f"gateway node {cfg.node.name}: stopped", file=self.out, flush=True)
+
+    def _open_fabric(self, ctx: zmq.Context[Any]) -> None:
+        """Regional fabric: the native thread or the Python path hands off foreign accounts."""
+        assert self.fabric is not None
+        if self.ingest is not None:
+            self.fabric.attach_native(ctx, self.ingest)
+        else:
+            self.fabric.attach_python(self.endpoints[Endpoint.INGEST].send_nowait, self._score)
+        self.fabric.open(ctx)
 
     def _announce(self, metrics: Any) -> None:
         cfg = self.config
@@ -166,6 +186,9 @@ class Node:
         for ep, url in self.urls.items():
             lines.append(f"  {ep.value:<9} {url}")
         lines.append(f"  scoring   {'native ingest thread' if self.ingest else 'python ingest'}")
+        if self.fabric is not None:
+            peers = ", ".join(self.fabric.links) or "none"
+            lines.append(f"  fabric    {self.fabric.url} (peers {peers})")
         if metrics is not None:
             lines.append(f"  metrics   http://{cfg.metrics.host}:{cfg.metrics.port}/metrics")
         print("\n".join(lines), file=self.out, flush=True)
@@ -193,26 +216,35 @@ class Node:
         return self._encode(wire.Pong(wire.PROTOCOL_VERSION, rid, cfg.name, cfg.region,
                                       int(time.time() * 1000)))
 
-    def _on_ingest(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes:
+    def _on_ingest(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes | None:
         try:
             msg = self._decode(Endpoint.INGEST, frames, dropped)
         except ProtocolError as err:
             return self._refuse(Endpoint.INGEST, err)
         if isinstance(msg, wire.Ping):
             return self._pong(msg.rid)
+        if self.fabric is not None:  # accounts homed elsewhere: forwarded, answered later
+            routed = self.fabric.route_python(ident, msg)
+            if not isinstance(routed, Local):
+                return routed
+        self.counters.inc("score_requests")
+        decisions = self._score(msg.txs)
+        return self._encode(wire.ScoreReply(wire.PROTOCOL_VERSION, msg.rid, decisions))
+
+    def _score(self, txs: Sequence[wire.Transaction]) -> list[wire.Decision]:
+        """Score on the engine (Python ingest path), count and raise alerts."""
         t0 = time.perf_counter_ns()
-        decisions = self.engine.score_batch(msg.txs)
+        decisions = self.engine.score_batch(txs)
         elapsed = time.perf_counter_ns() - t0
         self.latency.record_us(elapsed / 1000 / len(decisions))
         counters = self.counters
-        counters.inc("score_requests")
         counters.inc("decisions", len(decisions))
         min_score = self.config.alerts.min_score
-        for tx, d in zip(msg.txs, decisions, strict=True):
+        for tx, d in zip(txs, decisions, strict=True):
             counters.inc(f"decisions.{d.outcome.value}")
             if d.outcome is not wire.Outcome.ALLOW or (min_score and d.score >= min_score):
                 self._raise_alert(tx.account, d)
-        return self._encode(wire.ScoreReply(wire.PROTOCOL_VERSION, msg.rid, decisions))
+        return decisions
 
     def _on_native_alert(self, rec: AlertRecord) -> None:
         """A risky decision reported by the native ingest thread (inproc alert record)."""
@@ -277,6 +309,9 @@ class Node:
                                                      info.trusted_rules))
             if isinstance(msg, wire.ShadowReportRequest):
                 return self._encode(wire.ShadowReport(v, msg.rid, self.engine.shadow_report()))
+            if isinstance(msg, wire.TrustedUpdate | wire.TrustedGet) or (
+                    isinstance(msg, wire.TrustedLoad) and self.fabric is not None):
+                return self._trusted_fabric(msg)
             if isinstance(msg, wire.TrustedLoad):
                 n = self.engine.load_trusted(msg.path)
                 self.counters.inc("trusted_loaded", n)
@@ -284,11 +319,26 @@ class Node:
         except RuleFileError as exc:
             return self._refuse(Endpoint.SERVICES,
                                 ProtocolError(ErrorCode.RULES_INVALID, str(exc), msg.rid))
+        except ProtocolError as err:
+            return self._refuse(Endpoint.SERVICES, err)
         except (GatewayError, OSError) as exc:
             code = getattr(exc, "code", None)
             code = code if isinstance(code, ErrorCode) else ErrorCode.INVALID
             return self._refuse(Endpoint.SERVICES, ProtocolError(code, str(exc), msg.rid))
         raise AssertionError(f"unhandled service message {msg!r}")  # pragma: no cover
+
+    def _trusted_fabric(self, msg: wire.TrustedUpdate | wire.TrustedGet | wire.TrustedLoad,
+                        ) -> bytes:
+        """Trusted data placed at each account's home node (gateway.fabric_node)."""
+        if self.fabric is None:
+            raise ProtocolError(ErrorCode.INVALID, f"{type(msg).__name__}: this node has no "
+                                "fabric (set fabric.bind, and fabric.peers for other regions)",
+                                msg.rid)
+        if isinstance(msg, wire.TrustedGet):
+            return self.fabric.trusted_levels(msg.rid, msg.accounts)
+        if isinstance(msg, wire.TrustedLoad):
+            return self.fabric.trusted_load(msg.rid, msg.path)
+        return self.fabric.trusted_update(msg.rid, [(e.account, e.level) for e in msg.entries])
 
     @contextlib.contextmanager
     def _engine_lent(self) -> Iterator[ScoringEngine]:
@@ -337,6 +387,8 @@ class Node:
             out["score_p99_us"] = f"{c['ingest_service_p99_ns_now'] / 1000:.2f}"
         for ep, url in self.urls.items():
             out[f"endpoint.{ep.value}"] = url
+        if self.fabric is not None:
+            out.update(self.fabric.status_info())
         return out
 
 

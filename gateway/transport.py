@@ -395,3 +395,68 @@ class PullReceiver:
 
 
 __all__ += ["PullReceiver"]
+
+
+class SocketOwner:
+    """Owner of one DEALER or PAIR socket that the caller created and configured: sends
+    queued multipart messages (holding them while the socket is at its high-water mark) and
+    hands every received multipart message to a callback. Used by the regional fabric for
+    its DEALER to each peer node and its PAIR to the native ingest thread.
+
+    Same pattern as :class:`RouterEndpoint`; other tasks only call :meth:`send_nowait`.
+    Frames of one message past ``max_frames`` are read and dropped (counted in
+    :attr:`frames_dropped`) so a peer cannot make us hold an unbounded message.
+    """
+
+    def __init__(self, sock: zmq.Socket[Any], *, max_frames: int = 8) -> None:
+        self._sock = sock
+        self._max_frames = max_frames
+        self._outbox: collections.deque[Sequence[bytes]] = collections.deque()
+        self._wake: list[anyio.CancelScope | None] = [None]
+        self.frames_dropped = 0
+        self.received = 0
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for the socket to accept them."""
+        return len(self._outbox)
+
+    def send_nowait(self, frames: Sequence[bytes]) -> None:
+        self._outbox.append(frames)
+        scope = self._wake[0]
+        if scope is not None:
+            scope.cancel()
+
+    async def run(self, on_message: Callable[[list[bytes]], None]) -> None:
+        """Own the socket until cancelled."""
+        sock = self._sock
+        outbox = self._outbox
+        while True:
+            busy = False
+            while outbox:
+                try:
+                    sock.send_multipart(outbox[0], zmq.NOBLOCK)
+                except zmq.Again:
+                    break  # at the high-water mark: wait for POLLOUT
+                outbox.popleft()
+                busy = True
+            for _ in range(RECV_BURST):
+                try:
+                    frames, dropped = _recv_frames(sock, self._max_frames)
+                except zmq.Again:
+                    break
+                busy = True
+                self.received += 1
+                if dropped:
+                    self.frames_dropped += dropped
+                on_message(frames)
+            if busy:
+                await anyio.lowlevel.checkpoint()
+            else:
+                await _wait_fd(sock, self._wake, lambda: bool(outbox))
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+
+__all__ += ["SocketOwner"]

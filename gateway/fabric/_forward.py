@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -61,13 +61,13 @@ class SendForward:
 
 @dataclass(frozen=True, slots=True)
 class Complete:
-    token: Hashable
+    token: object
     decisions: tuple[wire.Decision | None, ...]  # by request position; None: local
 
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
-    token: Hashable
+    token: object
     reply: wire.Busy | wire.Error
     reason: str  # counter label
 
@@ -89,7 +89,7 @@ class _Forward:
 @dataclass(slots=True, eq=False)
 class _Request:
     key: int
-    token: Hashable
+    token: object
     rid: int
     n: int
     deadline: float
@@ -123,7 +123,7 @@ class ForwardTable:
     def in_flight(self) -> int:
         return len(self._sent)
 
-    def open(self, token: Hashable, rid: int, txs: Sequence[wire.Transaction],
+    def open(self, token: object, rid: int, txs: Sequence[wire.Transaction],
              homes: Sequence[str], local: str, is_up: Callable[[str], bool],
              now: float) -> list[ForwardAction]:
         """A producer's request; ``homes[i]`` is the home region of ``txs[i]``."""
