@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         " simulated officers that receive the alerts, show a live status and print a summary.")
     demo.add_argument("--seconds", type=float, default=10.0,
                       help="how long to stream payments (default: 10)")
-    demo.add_argument("--rate", type=int, default=20_000, metavar="TX_PER_S",
-                      help="target payments per second (default: 20000)")
+    demo.add_argument("--rate", type=int, default=None, metavar="TX_PER_S",
+                      help="target payments per second (default: 20000; 5000 over all nodes"
+                      " with --regions)")
     demo.add_argument("--officers", type=int, default=3, help="simulated officer clients (3)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the payment mix (7)")
     demo.add_argument("--no-live", action="store_true",
@@ -347,9 +348,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.regions != 1:
         from gateway.demo_fabric import run_fabric_demo
 
-        return run_fabric_demo(regions=args.regions, seconds=args.seconds, rate=args.rate,
-                               seed=args.seed, loop=args.loop)
-    return run_demo(seconds=args.seconds, rate=args.rate, officers=args.officers,
+        return run_fabric_demo(regions=args.regions, seconds=args.seconds,
+                               rate=args.rate or 5_000, seed=args.seed, loop=args.loop)
+    return run_demo(seconds=args.seconds, rate=args.rate or 20_000, officers=args.officers,
                     seed=args.seed, live=not args.no_live, loop=args.loop)
 
 

@@ -2,12 +2,15 @@
 
 One :class:`Fabric` per node that has a ``[fabric]`` section. It owns
 
-- the **fabric endpoint**, a ROUTER (:class:`~gateway.transport.RouterEndpoint`) where
-  peer nodes say hello, ping, forward score requests and place trusted data;
-- one **DEALER per peer** (:class:`~gateway.transport.SocketOwner`) carrying our hellos,
+- the **fabric endpoint**, a ROUTER where peer nodes say hello, ping, forward score
+  requests and place trusted data;
+- one **DEALER per peer** carrying our hellos,
   heartbeats, forwarded requests and placement puts to that peer's fabric endpoint;
 - with native ingest, the **PAIR to the ingest thread** over which the thread hands off
   requests with foreign accounts and this shell answers (native/gw_ingest.h);
+
+all owned by one task (a :class:`~gateway.transport.SocketGroup`), so a message received on
+one of them is answered on another without waking a second task;
 - ``fabric.db`` (:class:`~gateway.fabric_store.FabricStore`).
 
 The decisions are made by the sans-IO machines (directory, links, forward table, dedup,
@@ -63,7 +66,13 @@ from gateway.fabric import (
 )
 from gateway.fabric_store import FabricStore
 from gateway.scoring import ScoringEngine
-from gateway.transport import RouterEndpoint, SocketOwner
+from gateway.transport import (
+    GroupMember,
+    MonitorWatcher,
+    RouterSendErrors,
+    SocketGroup,
+    configure_router,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +137,18 @@ class Fabric:
         self._tokens: dict[int, tuple[str, int, int]] = {}  # S token -> origin, epoch, fid
         self._next_token = 0
         self._control_rid = CONTROL_RID_BASE
-        self._router: RouterEndpoint | None = None
-        self._dealers: dict[str, SocketOwner] = {}
-        self._pair: SocketOwner | None = None
+        self._group = SocketGroup()  # one owner task for every fabric socket
+        self._router: GroupMember | None = None
+        self._router_sock: zmq.Socket[Any] | None = None
+        self._monitor: MonitorWatcher | None = None
+        self._dealers: dict[str, GroupMember] = {}
+        self._pair: GroupMember | None = None
         self._pair_native: zmq.Socket[Any] | None = None
         self._ingest: Any = None  # NativeIngestEndpoint when native
         self._reply_python: Callable[[bytes, bytes], None] | None = None
         self._score_python: Scorer | None = None
         self._native_published: dict[str, int] = {}
+        self._dropped_seen = 0
         self._gauges_at = 0.0
         self._mismatch_logged: set[str] = set()
         self.url = ""
@@ -161,12 +174,20 @@ class Fabric:
     def open(self, ctx: zmq.Context[Any]) -> None:
         """Bind the fabric endpoint and connect one DEALER to each peer."""
         f = self.config.fabric
+        router: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
+        configure_router(router)
         try:
-            self._router = RouterEndpoint(ctx, "fabric", f.bind, self.counters)
+            router.bind(f.bind)
         except zmq.ZMQError as exc:
+            router.close(0)
             raise GatewayError(f"cannot bind the fabric endpoint {f.bind}: {exc}") from None
-        self._router.on_unroutable = self._peer_gone
-        self.url = self._router.url
+        self.url = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._router_sock = router
+        self._monitor = MonitorWatcher(router.get_monitor_socket(MonitorWatcher.EVENTS),
+                                       "fabric")
+        self._router = self._group.add(
+            router, self._on_router, max_frames=wire.MAX_BODY_FRAMES + 2,
+            router=RouterSendErrors("fabric", self.counters, self._peer_gone))
         for region, url in sorted(f.peers.items()):
             sock: zmq.Socket[Any] = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
@@ -179,7 +200,8 @@ class Fabric:
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             sock.connect(url)
-            self._dealers[region] = SocketOwner(sock, max_frames=2)
+            self._dealers[region] = self._group.add(sock, self._peer_handler(region),
+                                                    max_frames=2)
 
     def attach_native(self, ctx: zmq.Context[Any], ingest: Any) -> None:
         """Native ingest: give its thread the directory and a PAIR to this shell (before the
@@ -194,7 +216,7 @@ class Fabric:
         mine.bind(url)
         theirs.connect(url)
         ingest.attach_fabric(self._native_dir, self.directory.local_index, theirs)
-        self._pair = SocketOwner(mine, max_frames=6)
+        self._pair = self._group.add(mine, self._on_native, max_frames=6)
         self._pair_native = theirs
         self._ingest = ingest
 
@@ -205,13 +227,10 @@ class Fabric:
 
     async def serve(self) -> None:
         """Run the sockets' owner tasks and the clock until cancelled."""
-        assert self._router is not None, "open() first"
+        assert self._router is not None and self._monitor is not None, "open() first"
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._router.serve, self._on_fabric)
-            for region, dealer in self._dealers.items():
-                tg.start_soon(dealer.run, self._peer_handler(region))
-            if self._pair is not None:
-                tg.start_soon(self._pair.run, self._on_native)
+            tg.start_soon(self._group.run)
+            tg.start_soon(self._monitor.run, self.counters)
             tick = min(0.1, self.config.fabric.heartbeat_ms / 4000)
             while True:
                 self.tick(time.monotonic())
@@ -219,12 +238,10 @@ class Fabric:
 
     def close(self) -> None:
         """Close the sockets (after the native thread stopped) and the database."""
-        if self._router is not None:
-            self._router.close()
-        for dealer in self._dealers.values():
-            dealer.close()
-        if self._pair is not None:
-            self._pair.close()
+        if self._monitor is not None and self._router_sock is not None:
+            self._router_sock.disable_monitor()
+            self._monitor.close()
+        self._group.close()
         if self._pair_native is not None:
             self._pair_native.close(0)
         self.store.close()
@@ -271,7 +288,7 @@ class Fabric:
     # -- links ------------------------------------------------------------------------------
 
     def _send_peer(self, region: str, msg: msgspec.Struct) -> None:
-        self._dealers[region].send_nowait((self._encode(msg),))
+        self._dealers[region].send((self._encode(msg),))
 
     def _link_actions(self, region: str, actions: Sequence[LinkAction], now: float) -> None:
         v = wire.PROTOCOL_VERSION
@@ -379,7 +396,7 @@ class Fabric:
         assert isinstance(token, _Pending)
         if token.request is None:
             assert self._pair is not None
-            self._pair.send_nowait((b"R", token.ident, reply, token.reserved))
+            self._pair.send((b"R", token.ident, reply, token.reserved))
         else:
             assert self._reply_python is not None
             self._reply_python(token.ident, reply)
@@ -392,8 +409,8 @@ class Fabric:
             blobs = [self._encode(d) for d in done.decisions if d is not None]
             lens = struct.pack(f"={len(blobs)}I", *(len(b) for b in blobs))
             assert self._pair is not None
-            self._pair.send_nowait((b"C", token.ident, token.body, b"".join(blobs), lens,
-                                    token.reserved))
+            self._pair.send((b"C", token.ident, token.body, b"".join(blobs), lens,
+                             token.reserved))
             return
         msg = token.request
         local = [tx for tx, d in zip(msg.txs, done.decisions, strict=True) if d is None]
@@ -427,6 +444,16 @@ class Fabric:
         peer = self._peer_of.pop(ident, None)
         if peer is not None and self._ident_of.get(peer[0]) == ident:
             del self._ident_of[peer[0]]
+
+    def _on_router(self, frames: list[bytes]) -> None:
+        """A message on the fabric endpoint: identity, then the body frames."""
+        assert self._router is not None
+        dropped = self._router.frames_dropped - self._dropped_seen
+        self._dropped_seen = self._router.frames_dropped
+        self.counters.inc("fabric_messages")
+        reply = self._on_fabric(frames[0], frames[1:], dropped)
+        if reply is not None:
+            self._router.send((frames[0], reply))
 
     def _on_fabric(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes | None:
         try:
@@ -492,7 +519,7 @@ class Fabric:
             self._next_token += 1
             token = self._next_token
             self._tokens[token] = (origin, epoch, msg.rid)
-            self._pair.send_nowait((b"S", token.to_bytes(8, "little"), body))
+            self._pair.send((b"S", token.to_bytes(8, "little"), body))
             return None
         assert self._score_python is not None
         reply = self._encode(wire.ScoreReply(wire.PROTOCOL_VERSION, msg.rid,
@@ -512,7 +539,7 @@ class Fabric:
         if ident is None or self._router is None:
             self.counters.inc("fabric_peer_replies_unroutable")
             return  # the origin sends it again once it is back; the record answers it
-        self._router.send_nowait(ident, reply)
+        self._router.send((ident, reply))
 
     def _receiver(self, origin: str, stream: int) -> PlacementReceiver:
         key = (origin, stream)

@@ -30,6 +30,15 @@ import anyio.abc
 CHUNK: Final = 65536
 
 
+
+def _running(proc: subprocess.Popen[str]) -> bool:
+    """Whether the subprocess still runs (reaps it when it ended)."""
+    try:
+        proc.wait(timeout=0)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
 class _Gate:
     def __init__(self) -> None:
         self.open = True
@@ -190,7 +199,7 @@ class LinkProxy:
         self._command("reset")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        if _running(self.proc):
             try:
                 self._in.write("quit\n")
                 self._in.flush()

@@ -82,7 +82,7 @@ class FakePeer:
     async def request(self, msg: Any, timeout: float = 5.0) -> Any:
         import anyio
 
-        self.owner.send_nowait((self.codec.encode(msg),))
+        self.owner.send((self.codec.encode(msg),))
         with anyio.fail_after(timeout):
             while msg.rid not in self.replies:
                 await anyio.sleep(0.005)
@@ -94,19 +94,20 @@ async def fake_peer(url: str) -> AsyncIterator[FakePeer]:
     import anyio
     import zmq
 
-    from gateway.transport import SocketOwner
+    from gateway.transport import SocketGroup
 
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(url)
-    owner = SocketOwner(sock)
-    peer = FakePeer(owner)
+    group = SocketGroup()
+    peer = FakePeer(None)
+    peer.owner = group.add(sock, peer.on_message)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(owner.run, peer.on_message)
+            tg.start_soon(group.run)
             try:
                 yield peer
             finally:
                 tg.cancel_scope.cancel()
     finally:
-        owner.close()
+        group.close()

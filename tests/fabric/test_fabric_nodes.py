@@ -115,7 +115,7 @@ async def test_unknown_peer_and_directory_mismatch_are_refused(tmp_path: Path) -
             assert wrong.name == "WRONG_REGION"
             bad = await peer.request(wire.TrustPut(1, 11, 1, 5, 3, False, []))
             assert bad.name == "MALFORMED"
-            peer.owner.send_nowait((b"\x93\xa4junk\x01\x0c",))  # ["junk", 1, 12]
+            peer.owner.send((b"\x93\xa4junk\x01\x0c",))  # ["junk", 1, 12]
             assert isinstance(await peer.request(wire.Ping(1, 13)), wire.Pong)
             assert peer.replies[12].name == "UNKNOWN_TYPE"
         assert eu.counters.get("fabric_errors.WRONG_REGION") == 1
