@@ -199,6 +199,7 @@ class Fabric:
             sock.setsockopt(zmq.HEARTBEAT_TTL, f.dead_after_ms)
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer not connected
             sock.connect(url)
             self._dealers[region] = self._group.add(sock, self._peer_handler(region),
                                                     max_frames=2)
@@ -425,9 +426,19 @@ class Fabric:
         kind = frames[0]
         if kind == b"F" and len(frames) == 5:
             ident, body, homes, reserved = frames[1:]
-            msg = self._request.decode(body)
+            token = _Pending(ident, body, reserved, None)
             regions = self.directory.regions
-            self._open(_Pending(ident, body, reserved, None), msg, [regions[h] for h in homes])
+            try:
+                msg = self._request.decode(body)
+                names = [regions[h] for h in homes]
+            except (msgspec.MsgspecError, ValueError, IndexError) as exc:  # a decoder bug
+                self.counters.inc("fabric_bad_native_messages")
+                log.error("fabric: hand-off the control plane cannot read: %s", exc)
+                self._answer(token, self._encode(wire.Error(
+                    wire.PROTOCOL_VERSION, 0, int(ErrorCode.INTERNAL), ErrorCode.INTERNAL.name,
+                    "the node failed to forward the request; nothing was applied")))
+                return
+            self._open(token, msg, names)
         elif kind == b"S" and len(frames) == 3:
             self._peer_scored(int.from_bytes(frames[1], "little"), frames[2])
         else:

@@ -93,8 +93,7 @@ async def test_trusted_update_reaches_the_home_node_only(tmp_path: Path) -> None
 
 async def test_unknown_peer_and_directory_mismatch_are_refused(tmp_path: Path) -> None:
     configs = fabric_configs(tmp_path, ["eu", "us"], **FAST)
-    async with running(configs) as nodes:
-        eu = nodes["eu"]
+    async with running_node(configs["eu"]) as eu:  # the fake peer below plays "us"
         assert eu.fabric is not None
         fp = eu.fabric.directory.fingerprint
         async with fake_peer(eu.fabric.url) as peer:
@@ -108,7 +107,7 @@ async def test_unknown_peer_and_directory_mismatch_are_refused(tmp_path: Path) -
                 (4, "UNKNOWN_PEER")]
             assert eu.counters.get("fabric_errors.UNKNOWN_PEER") == 3
             assert eu.counters.get("fabric_errors.DIRECTORY_MISMATCH") == 1
-            # once welcomed: bad input gets typed errors too, and the links stay up
+            # once welcomed: bad input gets typed errors too
             welcome = await peer.request(wire.FabricHello(1, 9, "us", "us-2", 5, fp))
             assert isinstance(welcome, wire.FabricWelcome) and welcome.region == "eu"
             wrong = await peer.request(wire.ScoreRequest(1, 10, [tx(0, account("us", 0))]))
@@ -118,10 +117,14 @@ async def test_unknown_peer_and_directory_mismatch_are_refused(tmp_path: Path) -
             peer.owner.send((b"\x93\xa4junk\x01\x0c",))  # ["junk", 1, 12]
             assert isinstance(await peer.request(wire.Ping(1, 13)), wire.Pong)
             assert peer.replies[12].name == "UNKNOWN_TYPE"
+            scored = await peer.request(wire.ScoreRequest(1, 14, [tx(1, account("eu", 1))]))
+            assert isinstance(scored, wire.ScoreReply)
+            again = await peer.request(wire.ScoreRequest(1, 14, [tx(1, account("eu", 1))]))
+            assert again == scored  # a repeated forward is answered from the record
         assert eu.counters.get("fabric_errors.WRONG_REGION") == 1
         assert eu.counters.get("fabric_errors.UNKNOWN_TYPE") == 1
-        assert all(link.up for n in nodes.values() for link in n.fabric.links.values()
-                   if n.fabric is not None)
+        assert eu.counters.get("fabric_peer_txs") == 1
+        assert eu.counters.get("fabric_peer_repeats.replayed") == 1
 
 
 async def test_dead_link_is_detected_and_heals(tmp_path: Path) -> None:
@@ -176,3 +179,35 @@ async def test_partition_policies(tmp_path: Path, policy: str) -> None:
             assert isinstance(got[0], wire.ScoreReply)
             assert [d.tx_id for d in got[0].decisions] == ["tx-0", "tx-1"]
             assert anyio.current_time() - t0 < 10
+
+
+@pytest.mark.parametrize("mode", ["native", "python"])
+async def test_account_without_home_is_refused_and_nothing_applied(tmp_path: Path,
+                                                                  mode: str) -> None:
+    configs = fabric_configs(tmp_path, ["eu", "us"], mode=mode, **FAST)
+    async with running(configs) as nodes:
+        eu = nodes["eu"]
+        async with open_dealer(eu.urls[Endpoint.INGEST]) as conn:
+            reply = await conn.request(wire.ScoreRequest(1, 6, [tx(0, account("eu", 0)),
+                                                                tx(1, 5_000_000)]))
+        assert isinstance(reply, wire.Error) and reply.rid == 6
+        assert reply.code == ErrorCode.INVALID and "no home region" in reply.message
+        await wait_until(lambda: eu.counters.get("ingest_errors.INVALID") == 1,
+                         what="INVALID counted")
+        assert eu.counters.get("decisions") == 0
+
+
+async def test_frame_errors_on_the_fabric_endpoint(tmp_path: Path) -> None:
+    configs = fabric_configs(tmp_path, ["eu", "us"], **FAST)
+    async with running(configs) as nodes:
+        eu = nodes["eu"]
+        assert eu.fabric is not None
+        async with fake_peer(eu.fabric.url) as peer:
+            for frames, name in (([b""], "EMPTY_MESSAGE"),
+                                 ([b"\x93\xa4ping\x01\x01", b"x", b"y"], "TOO_MANY_FRAMES"),
+                                 ([b"\xc1"], "MALFORMED")):
+                peer.owner.send(frames)
+                assert isinstance(await peer.request(wire.Ping(1, 50)), wire.Error)
+                err = peer.replies.pop(0)
+                assert err.name == name
+                assert eu.counters.get(f"fabric_errors.{name}") == 1
