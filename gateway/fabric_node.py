@@ -587,6 +587,7 @@ class Fabric:
         stream = self.store.stream
         for a in actions:
             if isinstance(a, SendSync):
+                self.counters.inc("fabric_trusted_syncs")
                 self._send_peer(region, wire.TrustSync(v, self._next_rid(), stream))
             elif isinstance(a, SendPut):
                 if a.snapshot:

@@ -190,7 +190,8 @@ class ForwardTable:
             fwd.retry_at = now + reply.retry_after_ms / 1000
             self._retry.append(fwd)
             return []
-        if isinstance(reply, wire.ScoreReply) and len(reply.decisions) == len(fwd.txs):
+        if isinstance(reply, wire.ScoreReply) and len(reply.decisions) == len(fwd.txs) and all(
+                d.tx_id == t.tx_id for d, t in zip(reply.decisions, fwd.txs, strict=True)):
             fwd.decisions = list(reply.decisions)
             req.pending -= 1
             if req.pending:
@@ -210,8 +211,8 @@ class ForwardTable:
                              f"home region {region}: {reply.message}{others}")
         else:
             err = _error(req.rid, ErrorCode.INTERNAL,
-                         f"home region {region} answered {len(reply.decisions)} decisions for "
-                         f"{len(fwd.txs)} transactions{others}")
+                         f"home region {region} answered decisions that do not match the "
+                         f"{len(fwd.txs)} transactions sent{others}")
         return [Refuse(req.token, err, "remote_error")]
 
     def on_link_up(self, region: str, is_up: Callable[[str], bool],

@@ -211,3 +211,12 @@ async def test_frame_errors_on_the_fabric_endpoint(tmp_path: Path) -> None:
                 err = peer.replies.pop(0)
                 assert err.name == name
                 assert eu.counters.get(f"fabric_errors.{name}") == 1
+
+
+async def test_trusted_update_needs_a_fabric(node_config: Config) -> None:
+    async with running_node(node_config) as node:
+        async with open_dealer(node.urls[Endpoint.SERVICES]) as conn:
+            reply = await conn.request(wire.TrustedUpdate(1, 1, [wire.TrustedEntry(5, 1)]))
+        assert isinstance(reply, wire.Error) and reply.name == "INVALID"
+        assert "no fabric" in reply.message
+        assert node.counters.get("services_errors.INVALID") == 1

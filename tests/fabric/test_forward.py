@@ -142,3 +142,13 @@ def test_dedup_scores_each_forward_once_per_epoch() -> None:
     assert dedup.begin("us", 1, 11) is Seen.NEW
     assert dedup.begin("us", 2, 10) is Seen.NEW  # the origin restarted
     assert dedup.begin("ap", 1, 10) is Seen.NEW
+
+
+def test_decisions_that_do_not_match_the_forward_fail_the_request() -> None:
+    table = ForwardTable(ForwardSettings())
+    (send,) = table.open("t", 3, [tx(0, 1), tx(1, 2)], ["us", "us"], "eu", is_up, 0.0)
+    assert isinstance(send, SendForward)
+    swapped = wire.ScoreReply(1, send.fid, [decision(send.txs[1]), decision(send.txs[0])])
+    (refuse,) = table.on_reply("us", send.fid, swapped, 0.1)
+    assert isinstance(refuse, Refuse) and isinstance(refuse.reply, wire.Error)
+    assert refuse.reply.rid == 3 and refuse.reply.code == ErrorCode.INTERNAL
