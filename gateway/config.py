@@ -82,7 +82,7 @@ class FabricSection(Struct, forbid_unknown_fields=True, kw_only=True):
     on_partition: Literal["error", "busy", "queue"] = "error"
     queue_limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
     queue_ms: Annotated[int, Meta(ge=1, le=600_000)] = 2000
-    forward_timeout_ms: Annotated[int, Meta(ge=100, le=600_000)] = 10_000
+    forward_timeout_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5000
     busy_retry_ms: Annotated[int, Meta(ge=1, le=60_000)] = 100
     max_in_flight: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
     directory: DirectorySection = msgspec.field(default_factory=DirectorySection)
@@ -142,7 +142,8 @@ on_partition = "error"     # a transaction homed in an unreachable region gets: 
                            # is back (within queue_limit and queue_ms, then as error)
 queue_limit = 1000         # queue: requests held at most
 queue_ms = 2000            # queue: longest a request is held before REGION_UNAVAILABLE
-forward_timeout_ms = 10000 # a forwarded request unanswered this long gets FORWARD_TIMEOUT
+forward_timeout_ms = 5000  # a forwarded request unanswered this long gets FORWARD_TIMEOUT
+                           # (keep it below the producers' timeout: the SDK's is 10 s)
 busy_retry_ms = 100        # retry-after of `busy` replies for forwarded requests
 max_in_flight = 10000      # forwarded requests outstanding at most; more get `busy`
 

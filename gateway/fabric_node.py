@@ -65,6 +65,7 @@ from gateway.fabric import (
     build_directory,
 )
 from gateway.fabric_store import FabricStore
+from gateway.ingest import NativeIngestEndpoint
 from gateway.scoring import ScoringEngine
 from gateway.transport import (
     GroupMember,
@@ -144,7 +145,7 @@ class Fabric:
         self._dealers: dict[str, GroupMember] = {}
         self._pair: GroupMember | None = None
         self._pair_native: zmq.Socket[Any] | None = None
-        self._ingest: Any = None  # NativeIngestEndpoint when native
+        self._ingest: NativeIngestEndpoint | None = None
         self._reply_python: Callable[[bytes, bytes], None] | None = None
         self._score_python: Scorer | None = None
         self._native_published: dict[str, int] = {}
@@ -204,9 +205,9 @@ class Fabric:
             self._dealers[region] = self._group.add(sock, self._peer_handler(region),
                                                     max_frames=2)
 
-    def attach_native(self, ctx: zmq.Context[Any], ingest: Any) -> None:
+    def attach_native(self, ctx: zmq.Context[Any], ingest: NativeIngestEndpoint) -> None:
         """Native ingest: give its thread the directory and a PAIR to this shell (before the
-        thread starts). ``ingest`` is the node's NativeIngestEndpoint."""
+        thread starts)."""
         url = f"inproc://gateway-fabric-{id(self):x}"
         mine: zmq.Socket[Any] = ctx.socket(zmq.PAIR)
         theirs: zmq.Socket[Any] = ctx.socket(zmq.PAIR)

@@ -47,7 +47,7 @@ class ForwardSettings:
     on_partition: Policy = Policy.ERROR
     queue_limit: int = 1000
     queue_s: float = 2.0
-    timeout_s: float = 10.0
+    timeout_s: float = 5.0
     busy_retry_ms: int = 100
     max_in_flight: int = 10_000
 
