@@ -79,6 +79,13 @@ def cluster_factory(tmp_path: Path) -> Iterator[Any]:
         c.close()
 
 
+async def until(predicate: Any, *, timeout: float = 10.0, what: str = "") -> None:
+    """Wait on the event loop until ``predicate()`` holds; fail after ``timeout``."""
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)
+
+
 async def blocking(func: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a blocking control step (process, status poll) off the event loop, so that the
     producers keep sending meanwhile."""
@@ -165,7 +172,7 @@ async def test_cut_and_heal_loses_nothing_and_duplicates_nothing(cluster_factory
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: drive(eu.urls["ingest"], traffic, 400, rate=100, seed=1,
                                     homes=REGIONS))
-        await anyio.sleep(1.0)
+        await until(lambda: len(traffic.replies) >= 80, what="traffic flowing")
         c.proxy.cut()
         t_cut = time.monotonic()
         await blocking(eu.wait_status, lambda info, _: info["fabric.peer.us"] != "up",
@@ -173,7 +180,8 @@ async def test_cut_and_heal_loses_nothing_and_duplicates_nothing(cluster_factory
         detected = time.monotonic() - t_cut
         await blocking(placer.update, [(account("us", i), 0) for i in range(0, 50, 2)])
         await blocking(placer.update, [(account("us", i), 5) for i in range(50, 80)])
-        await anyio.sleep(1.0)
+        cut_at = len(traffic.sent)
+        await until(lambda: len(traffic.sent) >= cut_at + 60, what="requests during the cut")
         c.proxy.heal()
     assert detected <= 5.0
     kinds = check_decisions(traffic.sent, traffic.replies)
@@ -194,11 +202,13 @@ async def test_kill_and_restart_of_home_and_origin(cluster_factory: Any) -> None
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: drive(eu.urls["ingest"], traffic, 400, rate=100, seed=2,
                                     homes=["eu", "us"]))
-        await anyio.sleep(0.8)
+        await until(lambda: len(traffic.replies) >= 60, what="traffic flowing")
         us.kill()
         await blocking(eu.wait_status, lambda info, _: info["fabric.peer.us"] != "up",
                        timeout=6, what="link to the dead node down")
-        await anyio.sleep(0.5)  # requests meanwhile are refused, explicitly
+        await until(lambda: any(isinstance(r, wire.Error) and r.name == "REGION_UNAVAILABLE"
+                                for r in list(traffic.replies.values())),
+                    what="requests refused while us is away")
         await blocking(us.start)
         await blocking(c.wait_links)
     kinds = check_decisions(traffic.sent, traffic.replies)
