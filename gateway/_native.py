@@ -499,3 +499,99 @@ __all__ += [
     "load_libzmq",
     "run_loadgen",
 ]
+
+
+# -- fabric --- account directory, trusted-table derivation and the native ingest's hand-off
+# (native/gw_dir.h, gw_ingest.h "regional fabric"); appended here as the one boundary.
+
+
+class NativeDirectory:
+    """An immutable account directory (``struct gw_dir``): account -> home region index."""
+
+    def __init__(self, *, mode: int, n_regions: int, default_region: int,
+                 table: Sequence[tuple[int, int]], ranges: Sequence[tuple[int, int, int]],
+                 ) -> None:
+        spec = ffi.new("struct gw_dir_spec *")
+        keep = [
+            ffi.new("uint64_t[]", [a for a, _ in table] or [0]),
+            ffi.new("uint8_t[]", [r for _, r in table] or [0]),
+            ffi.new("uint64_t[]", [f for f, _, _ in ranges] or [0]),
+            ffi.new("uint64_t[]", [last for _, last, _ in ranges] or [0]),
+            ffi.new("uint8_t[]", [r for _, _, r in ranges] or [0]),
+        ]
+        spec.mode, spec.n_regions, spec.default_region = mode, n_regions, default_region
+        spec.table_accounts, spec.table_regions, spec.n_table = keep[0], keep[1], len(table)
+        spec.range_first, spec.range_last = keep[2], keep[3]
+        spec.range_regions, spec.n_ranges = keep[4], len(ranges)
+        out = ffi.new("struct gw_dir **")
+        check(lib.gw_dir_new(spec, out), "build account directory")
+        self.ptr: Any = ffi.gc(out[0], lib.gw_dir_free)
+
+    def home(self, account: int) -> int:
+        return int(lib.gw_dir_home(self.ptr, account))
+
+    def homes(self, accounts: Sequence[int]) -> list[int]:
+        n = len(accounts)
+        arr = ffi.new("uint64_t[]", list(accounts) or [0])
+        out = ffi.new("int16_t[]", max(n, 1))
+        check(lib.gw_dir_homes(self.ptr, arr, n, out), "directory lookup")
+        return list(out[0:n])
+
+
+def trusted_entries(table: NativeTrusted) -> list[tuple[int, int]]:
+    """Every (account, level) of a trusted table."""
+    n = len(table)
+    accounts = ffi.new("uint64_t[]", max(n, 1))
+    levels = ffi.new("uint8_t[]", max(n, 1))
+    k = int(lib.gw_trusted_entries(table.ptr, accounts, levels, n))
+    return list(zip(accounts[0:k], levels[0:k], strict=True))
+
+
+def dir_jump(key: int, buckets: int) -> int:
+    """``gw_dir_jump`` (for the reference test)."""
+    return int(lib.gw_dir_jump(key, buckets))
+
+
+def trusted_derive(base: NativeTrusted | None, directory: NativeDirectory | None,
+                   local_region: int, changes: Sequence[tuple[int, int]],
+                   ) -> tuple[NativeTrusted, int]:
+    """A new trusted table: ``base`` without accounts homed elsewhere (with a directory),
+    then ``changes`` (account, level) applied, level 0 removing. Also the number dropped."""
+    n = len(changes)
+    accounts = ffi.new("uint64_t[]", [a for a, _ in changes] or [0])
+    levels = ffi.new("uint8_t[]", [lv for _, lv in changes] or [0])
+    out = ffi.new("struct gw_trusted **")
+    dropped = ffi.new("uint64_t *")
+    check(lib.gw_trusted_derive(base.ptr if base is not None else ffi.NULL,
+                                directory.ptr if directory is not None else ffi.NULL,
+                                local_region, accounts, levels, n, out, dropped),
+          "derive trusted table")
+    return NativeTrusted(out[0]), int(dropped[0])
+
+
+_FABRIC_STAT_FIELDS: Final = tuple(
+    name for name, _ in ffi.typeof("struct gw_ingest_fabric_stats").fields)
+
+
+def ingest_attach_fabric(ingest: NativeIngest, directory: NativeDirectory, local_region: int,
+                         pair: int) -> None:
+    """Give the (stopped) ingest thread the directory and the PAIR socket to the control
+    plane; the caller keeps ``directory`` alive as long as ``ingest``."""
+    check(lib.gw_ingest_attach_fabric(ingest.ptr, directory.ptr, local_region,
+                                      ffi.cast("void *", pair)), "attach fabric")
+
+
+def ingest_fabric_stats(ingest: NativeIngest) -> dict[str, int]:
+    s = ffi.new("struct gw_ingest_fabric_stats *")
+    check(lib.gw_ingest_fabric_stats(ingest.ptr, s), "ingest fabric stats")
+    return {name: int(getattr(s, name)) for name in _FABRIC_STAT_FIELDS}
+
+
+__all__ += [
+    "NativeDirectory",
+    "dir_jump",
+    "ingest_attach_fabric",
+    "ingest_fabric_stats",
+    "trusted_derive",
+    "trusted_entries",
+]

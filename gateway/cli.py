@@ -14,7 +14,7 @@ import msgspec
 
 from gateway import __version__, cli_delivery, wire
 from gateway.codec import ReplyCodec
-from gateway.config import CONFIG_REFERENCE, Config, load_config
+from gateway.config import CONFIG_REFERENCE, Config, check_config, load_config
 from gateway.errors import ConfigError, GatewayError, RemoteError
 from gateway.runtime import LOOPS
 
@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--metrics-port", type=int, metavar="PORT",
                       help="serve Prometheus metrics on this port (metrics.port; 0 = off)")
     node.add_argument("--metrics-host", metavar="ADDR", help="metrics address (metrics.host)")
+    node.add_argument("--fabric", metavar="URL",
+                      help="this node's fabric endpoint for the nodes of other regions "
+                      "(fabric.bind)")
+    node.add_argument("--peer", metavar="REGION=ENDPOINT", action="append", default=[],
+                      help="the fabric endpoint of another region's node; repeat for each "
+                      "region (added to fabric.peers)")
     _loop_arg(node, None)
 
     demo = sub.add_parser(
@@ -82,12 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
         " simulated officers that receive the alerts, show a live status and print a summary.")
     demo.add_argument("--seconds", type=float, default=10.0,
                       help="how long to stream payments (default: 10)")
-    demo.add_argument("--rate", type=int, default=20_000, metavar="TX_PER_S",
-                      help="target payments per second (default: 20000)")
+    demo.add_argument("--rate", type=int, default=None, metavar="TX_PER_S",
+                      help="target payments per second (default: 20000; 5000 over all nodes"
+                      " with --regions)")
     demo.add_argument("--officers", type=int, default=3, help="simulated officer clients (3)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the payment mix (7)")
     demo.add_argument("--no-live", action="store_true",
                       help="print plain progress lines instead of the live table")
+    demo.add_argument("--regions", type=int, default=1, metavar="N",
+                      help="regional nodes (1..3); with more than one, payments of accounts "
+                      "homed elsewhere are forwarded over the fabric (default: 1)")
     _loop_arg(demo, "uvloop")
 
     status = sub.add_parser("status", help="show a running node's identity and counters",
@@ -127,6 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     tload.add_argument("file", metavar="FILE",
                        help="trusted-accounts file, readable by the node")
     _services_arg(tload)
+    tupd = tsub.add_parser("update", help="set or remove trusted accounts (any node)",
+                           description="Set tier levels (1..255) or remove accounts (level 0)."
+                           " The node applies the accounts homed there and stores the others"
+                           " durably for their home regions' nodes.")
+    tupd.add_argument("entries", metavar="ACCOUNT=LEVEL", nargs="+",
+                      help="an account and its tier level, 0 to remove")
+    _services_arg(tupd)
+    tget = tsub.add_parser("get", help="tier levels of accounts homed at the node",
+                           description="Print the tier level of each account: 0 not trusted,"
+                           " -1 homed in another region (not kept at this node).")
+    tget.add_argument("accounts", metavar="ACCOUNT", nargs="+", type=int,
+                      help="account number")
+    _services_arg(tget)
 
     bench = sub.add_parser("bench", help="measure the node's hot paths",
                            description="Benchmarks; results as a table or one JSON object.")
@@ -145,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
         " single-transaction requests, batches of 64, a paced run for latency.")
     bingest.add_argument("--json", action="store_true", help="print one JSON object")
     bingest.add_argument("--quick", action="store_true",
+                         help="small sizes, for a smoke run (figures not comparable)")
+    bfabric = bsub.add_parser(
+        "fabric", help="added latency of forwarded transactions between regional nodes",
+        description="Start two regional nodes in subprocesses and drive one of them with the"
+        " native load generator, paced: transactions of its own accounts (direct), then of"
+        " accounts homed at the other node (forwarded). forward_added_p99_ms is the"
+        " forwarded round trip's p99 minus the direct one's, measured in the same run.")
+    bfabric.add_argument("--json", action="store_true", help="print one JSON object")
+    bfabric.add_argument("--quick", action="store_true",
                          help="small sizes, for a smoke run (figures not comparable)")
 
     bdel = bsub.add_parser(
@@ -174,16 +206,24 @@ def _node_config(args: argparse.Namespace) -> Config:
                       "services": args.services},
         "metrics": {"port": args.metrics_port, "host": args.metrics_host},
         "ingest": {"mode": args.ingest_mode},
+        "fabric": {"bind": args.fabric},
     }
     data = msgspec.to_builtins(cfg)
     for section, values in overrides.items():
         for key, value in values.items():
             if value is not None:
                 data[section][key] = value
+    for peer in args.peer:  # --peer REGION=ENDPOINT
+        region, sep, url = peer.partition("=")
+        if not sep or not region or not url:
+            raise ConfigError("<command line>", "--peer", f"{peer!r} is not REGION=ENDPOINT")
+        data["fabric"]["peers"][region] = url
     try:
-        return msgspec.convert(data, Config)
+        cfg = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError("<command line>", "option", str(exc)) from None
+    check_config(cfg, args.config or "<command line>")
+    return cfg
 
 
 def _request(args: argparse.Namespace, msg: msgspec.Struct) -> Any:
@@ -260,9 +300,27 @@ def _cmd_rules(args: argparse.Namespace) -> int:
 
 
 def _cmd_trusted(args: argparse.Namespace) -> int:
-    reply = _request(args, wire.TrustedLoad(wire.PROTOCOL_VERSION, 1,
-                                            str(Path(args.file).resolve())))
-    print(f"{reply.accounts:,} trusted accounts loaded")
+    v = wire.PROTOCOL_VERSION
+    if args.trusted_command == "update":
+        entries = []
+        for item in args.entries:
+            account, sep, level = item.partition("=")
+            if not sep or not account.isdigit() or not level.isdigit():
+                raise GatewayError(f"{item!r} is not ACCOUNT=LEVEL")
+            entries.append(wire.TrustedEntry(int(account), int(level)))
+        reply = _request(args, wire.TrustedUpdate(v, 1, entries))
+        print(f"{reply.local} applied here, {reply.placed} stored for their home regions")
+        return 0
+    if args.trusted_command == "get":
+        reply = _request(args, wire.TrustedGet(v, 1, args.accounts))
+        for account, level in zip(args.accounts, reply.levels, strict=True):
+            print(f"{account} {level if level >= 0 else 'homed elsewhere'}")
+        return 0
+    reply = _request(args, wire.TrustedLoad(v, 1, str(Path(args.file).resolve())))
+    if isinstance(reply, wire.TrustedUpdated):  # a node with a fabric places each line
+        print(f"{reply.local:,} applied here, {reply.placed:,} stored for their home regions")
+    else:
+        print(f"{reply.accounts:,} trusted accounts loaded")
     return 0
 
 
@@ -273,7 +331,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"bench: {msg}", file=sys.stderr, flush=True)
 
     result: dict[str, Any]
-    if args.bench_command == "delivery":
+    if args.bench_command == "fabric":
+        from gateway.bench_fabric import run_fabric_bench
+
+        result = run_fabric_bench(quick=args.quick, progress=progress)
+    elif args.bench_command == "delivery":
         from gateway.bench_delivery import run_delivery_bench
 
         result = run_delivery_bench(quick=args.quick, progress=progress)
@@ -299,7 +361,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    return run_demo(seconds=args.seconds, rate=args.rate, officers=args.officers,
+    if args.regions != 1:
+        from gateway.demo_fabric import run_fabric_demo
+
+        return run_fabric_demo(regions=args.regions, seconds=args.seconds,
+                               rate=args.rate or 5_000, seed=args.seed, loop=args.loop)
+    return run_demo(seconds=args.seconds, rate=args.rate or 20_000, officers=args.officers,
                     seed=args.seed, live=not args.no_live, loop=args.loop)
 
 

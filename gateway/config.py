@@ -61,6 +61,41 @@ class DeliverySection(Struct, forbid_unknown_fields=True, kw_only=True):
     offline_after_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 3500
 
 
+# -- regional fabric (gateway.fabric; semantic checks in gateway/fabric/_directory.py) ----
+
+RegionName = Annotated[str, Meta(pattern=r"^[a-z0-9-]{1,32}$")]
+Account = Annotated[int, Meta(ge=0)]  # TOML integers stop at 2**63 - 1
+
+
+class DirectoryRange(Struct, forbid_unknown_fields=True, kw_only=True):
+    first: Account
+    last: Account
+    region: RegionName
+
+
+class DirectorySection(Struct, forbid_unknown_fields=True, kw_only=True):
+    mode: Literal["hash", "ranges", "table"] = "hash"
+    regions: list[RegionName] = []
+    default: Annotated[str, Meta(pattern=r"^[a-z0-9-]{0,32}$")] = ""
+    ranges: list[DirectoryRange] = []
+    table: list[tuple[Account, RegionName]] = []
+    table_file: str = ""
+
+
+class FabricSection(Struct, forbid_unknown_fields=True, kw_only=True):
+    bind: Annotated[str, Meta(pattern=r"^((tcp|ipc|inproc)://.+)?$")] = ""
+    peers: dict[RegionName, Url] = {}
+    heartbeat_ms: Annotated[int, Meta(ge=20, le=10_000)] = 1000
+    dead_after_ms: Annotated[int, Meta(ge=60, le=60_000)] = 3000
+    on_partition: Literal["error", "busy", "queue"] = "error"
+    queue_limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
+    queue_ms: Annotated[int, Meta(ge=1, le=600_000)] = 2000
+    forward_timeout_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5000
+    busy_retry_ms: Annotated[int, Meta(ge=1, le=60_000)] = 100
+    max_in_flight: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    directory: DirectorySection = msgspec.field(default_factory=DirectorySection)
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     node: NodeSection = msgspec.field(default_factory=NodeSection)
     endpoints: EndpointsSection = msgspec.field(default_factory=EndpointsSection)
@@ -68,6 +103,7 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
     ingest: IngestSection = msgspec.field(default_factory=IngestSection)
     delivery: DeliverySection = msgspec.field(default_factory=DeliverySection)
+    fabric: FabricSection = msgspec.field(default_factory=FabricSection)
 
 
 CONFIG_REFERENCE = """\
@@ -111,6 +147,33 @@ rto_ms = 2500              # redeliver after this long without confirmation (dou
                            # devices confirm with each heartbeat (1 s), critical at once
 max_rto_ms = 30000         # longest wait between redeliveries
 offline_after_ms = 3500    # a device without heartbeat this long is offline
+
+[fabric]                   # regional fabric: one node per region (docs/protocol.md)
+bind = ""                  # this node's fabric endpoint (ROUTER); "" = no fabric
+peers = {}                 # region -> fabric endpoint of its node, e.g.
+                           # { us = "tcp://10.0.2.5:7713", ap = "tcp://10.0.3.5:7713" }
+heartbeat_ms = 1000        # ping each peer this often
+dead_after_ms = 3000       # a peer silent this long is down (detected within 5 s)
+on_partition = "error"     # a transaction homed in an unreachable region gets: error =
+                           # REGION_UNAVAILABLE; busy = `busy`; queue = held until the link
+                           # is back (within queue_limit and queue_ms, then as error)
+queue_limit = 1000         # queue: requests held at most
+queue_ms = 2000            # queue: longest a request is held before REGION_UNAVAILABLE
+forward_timeout_ms = 5000  # a forwarded request unanswered this long gets FORWARD_TIMEOUT
+                           # (keep it below the producers' timeout: the SDK's is 10 s)
+busy_retry_ms = 100        # retry-after of `busy` replies for forwarded requests
+max_in_flight = 10000      # forwarded requests outstanding at most; more get `busy`
+
+[fabric.directory]         # home region of every account; the same on every node (checked)
+mode = "hash"              # hash | ranges | table
+regions = []               # hash: regions in hash order; [] = this node's and its peers',
+                           # sorted
+default = ""               # ranges, table: region of accounts not listed ("" = none: their
+                           # transactions are refused with INVALID)
+ranges = []                # ranges: [{ first = 0, last = 4999999, region = "eu" }, ...]
+                           # inclusive, non-overlapping
+table = []                 # table: [[1001, "eu"], [1002, "us"], ...]
+table_file = ""            # table: a file of `account,region` lines (added to `table`)
 """
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -142,10 +205,19 @@ def load_config(path: str | Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), "<syntax>", str(exc)) from None
     try:
-        return msgspec.convert(data, Config)
+        cfg = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
         key, reason = _split_error(exc)
         raise ConfigError(str(p), key, reason) from None
+    check_config(cfg, str(p))
+    return cfg
 
 
-__all__ = ["CONFIG_REFERENCE", "Config", "load_config"]
+def check_config(cfg: Config, source: str) -> None:
+    """Checks across keys that the types cannot express (the fabric's directory)."""
+    from gateway.fabric import check_fabric_config  # the fabric's own rules
+
+    check_fabric_config(cfg, source)
+
+
+__all__ = ["CONFIG_REFERENCE", "Config", "check_config", "load_config"]

@@ -25,6 +25,12 @@ class ErrorCode(enum.IntEnum):
     NOT_FOUND = 11  # the referenced object does not exist
     INTERNAL = 12  # the node failed to serve a valid request; nothing was applied
     NOT_ATTACHED = 13  # the device has no session on this node (send `hello` again)
+    # regional fabric (20..29)
+    UNKNOWN_PEER = 20  # fabric message from a node that is not a configured peer, or no hello
+    REGION_UNAVAILABLE = 21  # a home region cannot be reached now; nothing was applied
+    DIRECTORY_MISMATCH = 22  # the peer's account directory differs from ours
+    WRONG_REGION = 23  # a forwarded transaction's account is not homed at this node
+    FORWARD_TIMEOUT = 24  # the home region did not answer in time; it may have applied it
 
 
 class GatewayError(Exception):

@@ -263,6 +263,20 @@ class NativeIngestEndpoint:
             self.stop()
             self.publish_counters(counters)
 
+    # -- regional fabric (gateway.fabric_node) ----------------------------------------------
+
+    def attach_fabric(self, directory: _native.NativeDirectory, local_region: int,
+                      pair: zmq.Socket[Any]) -> None:
+        """Hand requests with accounts homed elsewhere to the control plane over ``pair``
+        (native/gw_ingest.h, "regional fabric"). Before :meth:`start`; the caller keeps
+        ``directory`` alive and closes ``pair`` after :meth:`close`."""
+        _native.ingest_attach_fabric(self._native, directory, local_region, pair.underlying)
+        self.fabric_directory = directory
+
+    def fabric_counters(self) -> dict[str, int]:
+        """The thread's hand-off counters (struct gw_ingest_fabric_stats)."""
+        return _native.ingest_fabric_stats(self._native)
+
     # -- counters ---------------------------------------------------------------------------
 
     def stats(self, *, fresh: bool = False) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from gateway.codec import Endpoint, EndpointCodec
 from gateway.config import Config
 from gateway.counters import Counters, LatencyHistogram
 from gateway.errors import ErrorCode, GatewayError, ProtocolError
+from gateway.fabric import fabric_enabled
+from gateway.fabric_node import Fabric, Local
 from gateway.ingest import (
     AlertRecord,
     IngestSettings,
@@ -80,6 +82,9 @@ class Node:
         self.endpoints: dict[Endpoint, RouterEndpoint] = {}  # the Python-served ones
         self.ingest: NativeIngestEndpoint | None = None  # native ingest (config ingest.mode)
         self.urls: dict[Endpoint, str] = {}  # every bound endpoint
+        # regional fabric (gateway.fabric_node); None without a [fabric] section
+        self.fabric = (Fabric(config, self.counters, self.engine) if fabric_enabled(config)
+                       else None)
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -160,6 +165,8 @@ class Node:
             self.desk.bind(reply_client=lambda ident, body: clients.send_nowait(ident, body, 0),
                            reply_service=lambda ident, body: services.send_nowait(ident, body),
                            push=clients.send_nowait)
+            if self.fabric is not None:
+                self._open_fabric(ctx)
             metrics = None
             if cfg.metrics.port:
                 from gateway.metrics import start_metrics_server
@@ -176,6 +183,8 @@ class Node:
                     tg.start_soon(sock.serve, handlers[ep])
                 if self.ingest is not None:
                     tg.start_soon(self.ingest.serve, self.counters, self._on_native_alert)
+                if self.fabric is not None:
+                    tg.start_soon(self.fabric.serve)
                 if self.handle_signals:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
                 task_status.started(self)
@@ -185,10 +194,21 @@ class Node:
             for sock in self.endpoints.values():
                 sock.close()
             zap.close()
+            if self.fabric is not None:
+                self.fabric.close()
             ctx.term()
             self.journal.close()
             self.store.close()
             print(f"gateway node {cfg.node.name}: stopped", file=self.out, flush=True)
+
+    def _open_fabric(self, ctx: zmq.Context[Any]) -> None:
+        """Regional fabric: the native thread or the Python path hands off foreign accounts."""
+        assert self.fabric is not None
+        if self.ingest is not None:
+            self.fabric.attach_native(ctx, self.ingest)
+        else:
+            self.fabric.attach_python(self.endpoints[Endpoint.INGEST].send_nowait, self._score)
+        self.fabric.open(ctx)
 
     def _announce(self, metrics: Any) -> None:
         cfg = self.config
@@ -202,6 +222,9 @@ class Node:
         for ep, url in self.urls.items():
             lines.append(f"  {ep.value:<9} {url}")
         lines.append(f"  scoring   {'native ingest thread' if self.ingest else 'python ingest'}")
+        if self.fabric is not None:
+            peers = ", ".join(self.fabric.links) or "none"
+            lines.append(f"  fabric    {self.fabric.url} (peers {peers})")
         lines.append(f"  journal   event {self.journal.durable_seq}, "
                      f"{len(self.desk.keys.active_officers())} officers with active keys")
         lines.append(f"  curve     {self.server_keys.public} (clients endpoint server key)")
@@ -232,27 +255,36 @@ class Node:
         return self._encode(wire.Pong(wire.PROTOCOL_VERSION, rid, cfg.name, cfg.region,
                                       int(time.time() * 1000)))
 
-    def _on_ingest(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes:
+    def _on_ingest(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes | None:
         try:
             msg = self._decode(Endpoint.INGEST, frames, dropped)
         except ProtocolError as err:
             return self._refuse(Endpoint.INGEST, err)
         if isinstance(msg, wire.Ping):
             return self._pong(msg.rid)
+        if self.fabric is not None:  # accounts homed elsewhere: forwarded, answered later
+            routed = self.fabric.route_python(ident, msg)
+            if not isinstance(routed, Local):
+                return routed
+        self.counters.inc("score_requests")
+        decisions = self._score(msg.txs)
+        return self._encode(wire.ScoreReply(wire.PROTOCOL_VERSION, msg.rid, decisions))
+
+    def _score(self, txs: Sequence[wire.Transaction]) -> list[wire.Decision]:
+        """Score on the engine (Python ingest path), count and raise alerts."""
         t0 = time.perf_counter_ns()
-        decisions = self.engine.score_batch(msg.txs)
+        decisions = self.engine.score_batch(txs)
         elapsed = time.perf_counter_ns() - t0
         self.latency.record_us(elapsed / 1000 / len(decisions))
         counters = self.counters
-        counters.inc("score_requests")
         counters.inc("decisions", len(decisions))
         min_score = self.config.alerts.min_score
-        for tx, d in zip(msg.txs, decisions, strict=True):
+        for tx, d in zip(txs, decisions, strict=True):
             counters.inc(f"decisions.{d.outcome.value}")
             if d.outcome is not wire.Outcome.ALLOW or (min_score and d.score >= min_score):
                 self._raise_alert(tx_summary_from_transaction(tx), d, time.time_ns(),
                                   self.engine.profile(tx.account, tx.ts_ms))
-        return self._encode(wire.ScoreReply(wire.PROTOCOL_VERSION, msg.rid, decisions))
+        return decisions
 
     def _on_native_alert(self, rec: AlertRecord) -> None:
         """A risky decision reported by the native ingest thread (inproc alert record)."""
@@ -319,6 +351,9 @@ class Node:
                 return self._encode(wire.Keys(v, msg.rid, self._key_entries()))
             if isinstance(msg, wire.WhoOnline):
                 return self._encode(wire.Presence(v, msg.rid, self.desk.presence.entries()))
+            if isinstance(msg, wire.TrustedUpdate | wire.TrustedGet) or (
+                    isinstance(msg, wire.TrustedLoad) and self.fabric is not None):
+                return self._trusted_fabric(msg)
             if isinstance(msg, wire.TrustedLoad):
                 n = self.engine.load_trusted(msg.path)
                 self.counters.inc("trusted_loaded", n)
@@ -354,6 +389,18 @@ class Node:
             self.desk.register_key(msg.officer, key, msg.label, on_durable=answer)
         else:
             self.desk.revoke_key(key, on_durable=answer)
+    def _trusted_fabric(self, msg: wire.TrustedUpdate | wire.TrustedGet | wire.TrustedLoad,
+                        ) -> bytes:
+        """Trusted data placed at each account's home node (gateway.fabric_node)."""
+        if self.fabric is None:
+            raise ProtocolError(ErrorCode.INVALID, f"{type(msg).__name__}: this node has no "
+                                "fabric (set fabric.bind, and fabric.peers for other regions)",
+                                msg.rid)
+        if isinstance(msg, wire.TrustedGet):
+            return self.fabric.trusted_levels(msg.rid, msg.accounts)
+        if isinstance(msg, wire.TrustedLoad):
+            return self.fabric.trusted_load(msg.rid, msg.path)
+        return self.fabric.trusted_update(msg.rid, [(e.account, e.level) for e in msg.entries])
 
     @contextlib.contextmanager
     def _engine_lent(self) -> Iterator[ScoringEngine]:
@@ -404,6 +451,8 @@ class Node:
             out[f"endpoint.{ep.value}"] = url
         out["clients_server_key"] = self.server_keys.public
         out.update(self.desk.status())
+        if self.fabric is not None:
+            out.update(self.fabric.status_info())
         return out
 
 

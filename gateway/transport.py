@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import select
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -518,3 +520,172 @@ class PullReceiver:
 
 
 __all__ += ["PullReceiver"]
+
+
+
+class SocketGroup:
+    """One owner task for several sockets, so that a message received on one member can be
+    answered on another in the same task, with no second task to wake. The regional fabric
+    runs its fabric ROUTER, its DEALER to each peer and its PAIR to the native ingest
+    thread in one group: a forwarded transaction then costs one wake-up per hop.
+
+    The owner sleeps on one epoll descriptor holding every member's ``ZMQ_FD`` and an
+    eventfd that other tasks' :meth:`GroupMember.send` writes to; as everywhere in this
+    module it drains each socket until ``EAGAIN`` and re-reads ``ZMQ_EVENTS`` of every
+    member before it sleeps. Linux only (epoll, eventfd), as the native ingest is.
+    """
+
+    def __init__(self) -> None:
+        self._ep = select.epoll()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._ep.register(self._wake_fd, select.EPOLLIN)
+        self._members: list[GroupMember] = []
+        self._in_owner = False
+        self._asleep = False
+        self._closed = False
+
+    def add(self, sock: zmq.Socket[Any], on_message: Callable[[list[bytes]], None], *,
+            max_frames: int = 8, router: RouterSendErrors | None = None) -> GroupMember:
+        """Make the group the owner of ``sock`` (created and configured by the caller);
+        ``on_message(frames)`` gets each multipart message (a ROUTER's with the identity
+        first). ``router``: how a ROUTER member reports unroutable or refused sends."""
+        member = GroupMember(self, sock, on_message, max_frames, router)
+        self._ep.register(cast(int, sock.getsockopt(zmq.FD)), select.EPOLLIN)
+        self._members.append(member)
+        return member
+
+    def _wake(self) -> None:
+        if self._asleep:
+            os.eventfd_write(self._wake_fd, 1)
+
+    async def run(self) -> None:
+        """Own every member until cancelled."""
+        members = self._members
+        while True:
+            busy = False
+            self._in_owner = True
+            try:
+                for m in members:
+                    busy = m._flush() or busy
+                for m in members:
+                    busy = m._drain() or busy
+                for m in members:
+                    busy = m._flush() or busy
+            finally:
+                self._in_owner = False
+            if busy or any([m._ready() for m in members]):
+                await anyio.lowlevel.checkpoint()
+                continue
+            self._asleep = True
+            try:
+                await anyio.wait_readable(self._ep.fileno())
+            finally:
+                self._asleep = False
+            self._ep.poll(0)
+            try:
+                os.eventfd_read(self._wake_fd)
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        """Close every member socket and the group's descriptors."""
+        if not self._closed:
+            self._closed = True
+            for m in self._members:
+                m._sock.close(0)
+            self._ep.close()
+            os.close(self._wake_fd)
+
+
+class RouterSendErrors:
+    """What a ROUTER member of a :class:`SocketGroup` does when a send fails: counts
+    ``{name}_unroutable`` (peer gone; ``on_unroutable(identity)`` is called) or
+    ``{name}_send_hwm_refused`` (peer not reading), as :class:`RouterEndpoint` does."""
+
+    def __init__(self, name: str, counters: Counters,
+                 on_unroutable: Callable[[bytes], None] | None = None) -> None:
+        self.name = name
+        self.counters = counters
+        self.on_unroutable = on_unroutable
+
+
+class GroupMember:
+    """One socket of a :class:`SocketGroup`; :meth:`send` from any task of the loop."""
+
+    def __init__(self, group: SocketGroup, sock: zmq.Socket[Any],
+                 on_message: Callable[[list[bytes]], None], max_frames: int,
+                 router: RouterSendErrors | None) -> None:
+        self._group = group
+        self._sock = sock
+        self._on_message = on_message
+        self._max_frames = max_frames
+        self._router = router
+        self._outbox: collections.deque[Sequence[bytes]] = collections.deque()
+        self.received = 0
+        self.frames_dropped = 0
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for the socket to accept them."""
+        return len(self._outbox)
+
+    def send(self, frames: Sequence[bytes]) -> None:
+        """Send now when called by the owner (a member's callback), else hand it over."""
+        if self._group._in_owner and not self._outbox:
+            if not self._send(frames):
+                self._outbox.append(frames)
+        else:
+            self._outbox.append(frames)
+            self._group._wake()
+
+    def _send(self, frames: Sequence[bytes]) -> bool:
+        """True when sent or dropped for good; False: at the high-water mark, keep it."""
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as exc:
+            r = self._router
+            if r is None:
+                if exc.errno == zmq.EAGAIN:
+                    return False
+                raise
+            if exc.errno == zmq.EHOSTUNREACH:
+                r.counters.inc(f"{r.name}_unroutable")
+                if r.on_unroutable is not None:
+                    r.on_unroutable(frames[0])
+            elif exc.errno == zmq.EAGAIN:
+                r.counters.inc(f"{r.name}_send_hwm_refused")
+            else:
+                raise
+            return True
+
+    def _flush(self) -> bool:
+        outbox = self._outbox
+        sent = False
+        while outbox:
+            frames = outbox[0]
+            if not self._send(frames):
+                break
+            outbox.popleft()
+            sent = True
+        return sent
+
+    def _drain(self) -> bool:
+        got = False
+        for _ in range(RECV_BURST):
+            try:
+                frames, dropped = _recv_frames(self._sock, self._max_frames)
+            except zmq.Again:
+                break
+            got = True
+            self.received += 1
+            self.frames_dropped += dropped
+            self._on_message(frames)
+        return got
+
+    def _ready(self) -> bool:
+        events = cast(int, self._sock.getsockopt(zmq.EVENTS))
+        return bool(events & zmq.POLLIN or (self._outbox and events & zmq.POLLOUT))
+
+
+__all__ += ["GroupMember", "RouterSendErrors", "SocketGroup"]

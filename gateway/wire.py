@@ -458,11 +458,96 @@ class SessionEnded(_Message, tag="session_ended", frozen=True):
 
     reason: str
 
+# -- regional fabric (issue 7): trusted-data placement on the services endpoint, and the
+# node-to-node messages of the fabric endpoint (docs/protocol.md, "Regional fabric") ----
+
+MAX_TRUST_ENTRIES: Final = 4096  # entries per trusted_update / trust_put message
+Region = Annotated[str, Meta(pattern=r"^[a-z0-9-]{1,32}\Z")]
+Level = Annotated[int, Meta(ge=0, le=255)]
+
+
+class TrustedEntry(Struct, array_like=True, frozen=True, gc=False):
+    """One trusted-account change: tier ``level`` 1..255, or 0 to remove the account."""
+
+    account: U64
+    level: Level
+
+
+class TrustedUpdate(_Message, tag="trusted_update", frozen=True):
+    """Set or remove trusted accounts; each is stored at its home region's node."""
+
+    entries: Annotated[list[TrustedEntry], Meta(min_length=1, max_length=MAX_TRUST_ENTRIES)]
+
+
+class TrustedGet(_Message, tag="trusted_get", frozen=True):
+    """Ask the tier level of accounts homed at this node."""
+
+    accounts: Annotated[list[U64], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class TrustedUpdated(_Message, tag="trusted_updated", frozen=True):
+    local: int  # entries applied at this node (their home)
+    placed: int  # entries stored in the outbox towards their home regions
+
+
+class TrustedLevels(_Message, tag="trusted_levels", frozen=True):
+    levels: list[int]  # per account: 0 not trusted, 1..255 its tier, -1 homed elsewhere
+
+
+class FabricHello(_Message, tag="fab_hello", frozen=True):
+    """A node introduces its DEALER to a peer's fabric endpoint."""
+
+    region: Region
+    node: ShortStr
+    epoch: U64  # the sending process's incarnation: new at every start
+    directory: ShortStr  # fingerprint of the sender's account directory
+
+
+class FabricWelcome(_Message, tag="fab_welcome", frozen=True):
+    region: Region
+    node: ShortStr
+    epoch: U64
+
+
+class TrustEntry(Struct, array_like=True, frozen=True, gc=False):
+    """A sequenced trusted-account change of one origin's stream."""
+
+    seq: U64
+    account: U64
+    level: Level
+
+
+class TrustPut(_Message, tag="trust_put", frozen=True):
+    """Changes ``(base, upto]`` of the sender's stream for the receiver's region: the
+    increments themselves, or (``snapshot``) the latest change of each account."""
+
+    stream: U64
+    base: U64
+    upto: U64
+    snapshot: bool
+    entries: Annotated[list[TrustEntry], Meta(max_length=MAX_TRUST_ENTRIES)]
+
+
+class TrustSync(_Message, tag="trust_sync", frozen=True):
+    """Ask how far the receiver has applied the sender's stream."""
+
+    stream: U64
+
+
+class TrustAck(_Message, tag="trust_ack", frozen=True):
+    stream: U64
+    applied: U64  # highest sequence number applied, durably
+    resync: bool = False  # a gap: send a snapshot from ``applied``
+
+
+FabricRequest = FabricHello | Ping | ScoreRequest | TrustPut | TrustSync
+FabricReply = FabricWelcome | Pong | ScoreReply | Busy | Error | TrustAck
+
 
 IngestRequest = Ping | ScoreRequest
 ServiceRequest = (
     Ping | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | TrustedLoad
-    | AlertSubmit | KeyRegister | KeyRevoke | KeyList | WhoOnline
+    | AlertSubmit | KeyRegister | KeyRevoke | KeyList | WhoOnline | TrustedUpdate | TrustedGet
 )
 ClientRequest = (
     Ping | Hello | Heartbeat | Received | Resume | Acknowledge | Follow | WhoOnline | Bye
@@ -472,6 +557,7 @@ Request = (
     Ping | ScoreRequest | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest
     | TrustedLoad | AlertSubmit | KeyRegister | KeyRevoke | KeyList | Hello | Heartbeat
     | Received | Resume | Acknowledge | Follow | WhoOnline | Bye | OpenAlertsRequest
+    | TrustedUpdate | TrustedGet
 )
 Reply = (
     Pong
@@ -493,6 +579,8 @@ Reply = (
     | AckSync
     | PresenceUpdate
     | SessionEnded
+    | TrustedUpdated
+    | TrustedLevels
 )
 
 REQUEST_TAGS: Final = frozenset(t.__struct_config__.tag for t in Request.__args__)
@@ -573,4 +661,21 @@ __all__ = [
     "Welcome",
     "WhoOnline",
     "encoder",
+]
+
+__all__ += [
+    "MAX_TRUST_ENTRIES",
+    "FabricHello",
+    "FabricReply",
+    "FabricRequest",
+    "FabricWelcome",
+    "TrustAck",
+    "TrustEntry",
+    "TrustPut",
+    "TrustSync",
+    "TrustedEntry",
+    "TrustedGet",
+    "TrustedLevels",
+    "TrustedUpdate",
+    "TrustedUpdated",
 ]

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gw_dir.h"
 #include "gw_ingest_internal.h"
 #include "gw_msgpack.h"
 #include "gw_zmq.h"
@@ -63,6 +64,19 @@ struct gw_ingest {
     uint32_t n_retired;
     uint32_t next_table;
     char detail[160];
+    /* regional fabric (gw_ingest_attach_fabric; block at the end of this file) */
+    const struct gw_dir *dir;
+    int local_region;
+    void *fabric;            /* PAIR to the control plane, or NULL: no forwarding */
+    uint8_t *homes;          /* home region per transaction of the current request */
+    struct gw_tx *ltx;       /* local transactions of a completed forwarded request */
+    struct gw_decision *ldec;
+    uint32_t *lidx;
+    uint32_t ring_reserved;  /* alert records set aside for handed-off requests */
+    int no_forward;          /* serving a peer's request: everything is scored here */
+    int handed;              /* process() handed the request off: no reply now */
+    gwz_msg_t *cur_ident;    /* identity of the request process() is serving */
+    struct gw_ingest_fabric_stats fst, fpub;
 };
 
 /* -- time ------------------------------------------------------------------------------ */
@@ -156,6 +170,43 @@ static const struct rule_table *find_table(struct gw_ingest *ing, uint32_t versi
     return NULL;
 }
 
+/* Decision i of the current request; `tab` caches the rule table of its version. */
+static void put_decision(struct gw_ingest *ing, struct gw_mp_writer *w, uint32_t i,
+                         const struct rule_table **tab, uint32_t *tab_version) {
+    const struct gw_decision *d = &ing->dec[i];
+    gw_mp_put_array(w, 7);
+    gw_mp_put_str(w, ing->tx_ids[i], ing->tx_id_lens[i]);
+    put_short(w, &OUTCOME_LIT[d->outcome & 3]);
+    if (d->method >= 1 && d->method <= 4) put_short(w, &METHOD_LIT[d->method]);
+    else gw_mp_put_nil(w);
+    gw_mp_put_int(w, d->score);
+    put_short(w, &PATH_LIT[d->path & 1]);
+    if (!*tab || *tab_version != d->version) {
+        *tab = find_table(ing, d->version);
+        *tab_version = d->version;
+    }
+    if (d->flags & GW_DEC_FROZEN) { /* no rule ran: the decision names the freeze */
+        gw_mp_put_array(w, 1);
+        put_lit(w, ing->frozen_id);
+        gw_mp_put_uint(w, d->version);
+        return;
+    }
+    uint32_t nf = d->n_fired > GW_MAX_FIRED ? GW_MAX_FIRED : d->n_fired;
+    gw_mp_put_array(w, nf);
+    for (uint32_t k = 0; k < nf; k++) {
+        uint32_t idx = d->fired[k];
+        if (*tab && idx < (*tab)->n) {
+            gw_mp_put_str(w, (*tab)->blob + (*tab)->offsets[idx],
+                          (*tab)->offsets[idx + 1] - (*tab)->offsets[idx]);
+        } else { /* rule ids not registered for this version: "#<index>" */
+            char tmp[16];
+            int m = snprintf(tmp, sizeof tmp, "#%u", idx);
+            gw_mp_put_str(w, tmp, (size_t)m);
+        }
+    }
+    gw_mp_put_uint(w, d->version);
+}
+
 static void put_decisions(struct gw_ingest *ing, struct gw_mp_writer *w, uint64_t rid,
                           uint32_t n) {
     gw_mp_put_array(w, 4);
@@ -165,46 +216,13 @@ static void put_decisions(struct gw_ingest *ing, struct gw_mp_writer *w, uint64_
     gw_mp_put_array(w, n);
     const struct rule_table *tab = NULL;
     uint32_t tab_version = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        const struct gw_decision *d = &ing->dec[i];
-        gw_mp_put_array(w, 7);
-        gw_mp_put_str(w, ing->tx_ids[i], ing->tx_id_lens[i]);
-        put_short(w, &OUTCOME_LIT[d->outcome & 3]);
-        if (d->method >= 1 && d->method <= 4) put_short(w, &METHOD_LIT[d->method]);
-        else gw_mp_put_nil(w);
-        gw_mp_put_int(w, d->score);
-        put_short(w, &PATH_LIT[d->path & 1]);
-        if (!tab || tab_version != d->version) {
-            tab = find_table(ing, d->version);
-            tab_version = d->version;
-        }
-        if (d->flags & GW_DEC_FROZEN) { /* no rule ran: the decision names the freeze */
-            gw_mp_put_array(w, 1);
-            put_lit(w, ing->frozen_id);
-            gw_mp_put_uint(w, d->version);
-            continue;
-        }
-        uint32_t nf = d->n_fired > GW_MAX_FIRED ? GW_MAX_FIRED : d->n_fired;
-        gw_mp_put_array(w, nf);
-        for (uint32_t k = 0; k < nf; k++) {
-            uint32_t idx = d->fired[k];
-            if (tab && idx < tab->n) {
-                gw_mp_put_str(w, tab->blob + tab->offsets[idx],
-                              tab->offsets[idx + 1] - tab->offsets[idx]);
-            } else { /* rule ids not registered for this version: "#<index>" */
-                char tmp[16];
-                int m = snprintf(tmp, sizeof tmp, "#%u", idx);
-                gw_mp_put_str(w, tmp, (size_t)m);
-            }
-        }
-        gw_mp_put_uint(w, d->version);
-    }
+    for (uint32_t i = 0; i < n; i++) put_decision(ing, w, i, &tab, &tab_version);
 }
 
 /* -- alert queue ------------------------------------------------------------------------- */
 
 static inline uint32_t ring_free(const struct gw_ingest *ing) {
-    return ing->ring_cap - ing->ring_len;
+    return ing->ring_cap - ing->ring_len - ing->ring_reserved;
 }
 
 static void push_alert(struct gw_ingest *ing, uint64_t rid, uint32_t i, int64_t now) {
@@ -278,6 +296,9 @@ static void flush_alerts(struct gw_ingest *ing) {
 
 /* -- one request -------------------------------------------------------------------------- */
 
+static int fabric_route(struct gw_ingest *ing, uint64_t rid, const uint8_t *body, size_t len,
+                        uint32_t n);
+
 /* Decode, score and encode the reply for one body into ing->out. */
 static void process(struct gw_ingest *ing, const uint8_t *body, size_t len, int paused) {
     struct gw_mp_writer *w = &ing->out;
@@ -318,6 +339,8 @@ static void process(struct gw_ingest *ing, const uint8_t *body, size_t len, int 
             return;
         }
     }
+    if (ing->fabric && !ing->no_forward && fabric_route(ing, rid, body, len, n))
+        return; /* handed off to the control plane, or refused (reply in w) */
     if (gw_engine_score_batch(ing->cfg.engine, ing->txs, n, ing->dec) != GW_OK) {
         ing->st.engine_errors++;
         ing->st.errors[GW_WE_INTERNAL]++;
@@ -403,10 +426,18 @@ static int drain(struct gw_ingest *ing, int paused) {
             ing->st.errors[GW_WE_TOO_MANY_FRAMES]++;
             reply_error(w, 0, GW_WE_TOO_MANY_FRAMES, NULL);
         } else {
+            ing->cur_ident = &ident;
             process(ing, has_body ? z->msg_data(&body) : (const uint8_t *)"",
                     has_body ? z->msg_size(&body) : 0, paused);
+            ing->cur_ident = NULL;
         }
         z->msg_close(&body);
+        if (ing->handed) { /* the control plane answers later (regional fabric) */
+            ing->handed = 0;
+            z->msg_close(&ident);
+            record_latency(&ing->st, mono_ns() - t0);
+            continue;
+        }
         if (w->oom) { /* could not grow the reply buffer: answer INTERNAL instead */
             w->oom = 0;
             w->len = 0;
@@ -439,16 +470,20 @@ static int checkpoint(struct gw_ingest *ing, int paused) {
         pthread_cond_broadcast(&ing->cond);
     }
     ing->pub = ing->st;
+    ing->fst.reserved = ing->ring_reserved;
+    ing->fpub = ing->fst;
     ing->pub_seq++;
     pthread_cond_broadcast(&ing->cond);
     pthread_mutex_unlock(&ing->lock);
     return paused;
 }
 
+static int drain_fabric(struct gw_ingest *ing);
+
 static void *run(void *arg) {
     struct gw_ingest *ing = arg;
     const struct gw_zmq_api *z = ing->z;
-    gwz_pollitem_t items[3];
+    gwz_pollitem_t items[4];
     int paused = -1; /* forces the first checkpoint to state the pause status */
     uint64_t last_pub = 0;
     int dirty = 0;
@@ -458,12 +493,16 @@ static void *run(void *arg) {
         if (ing->ring_len) flush_alerts(ing);
         int n = drain(ing, paused);
         if (n < 0) break;
+        int nf = ing->fabric && !paused ? drain_fabric(ing) : 0;
+        if (nf < 0) break;
+        if (nf > 0) dirty = 1;
         ing->st.wakeups++;
         ing->st.last_burst = (uint64_t)n;
         if ((uint64_t)n > ing->st.max_burst) ing->st.max_burst = (uint64_t)n;
         if (ing->ring_len > ing->st.alert_queue_max) ing->st.alert_queue_max = ing->ring_len;
         ing->st.alert_queue = ing->ring_len;
         int full = (uint32_t)n == ing->cfg.burst;
+        int fabric_full = (uint32_t)nf == ing->cfg.burst;
         if (n > 0) dirty = 1;
         /* publish at most once a millisecond while busy: a snapshot is ~4.5 KB */
         uint64_t now = mono_ns();
@@ -481,12 +520,14 @@ static void *run(void *arg) {
             last_pub = now;
             dirty = 0;
         }
-        if (full) continue;
+        if (full || fabric_full) continue;
         int k = 0;
         items[k++] = (gwz_pollitem_t){ing->cfg.router, 0, GWZ_POLLIN, 0};
         items[k++] = (gwz_pollitem_t){NULL, ing->wake_fd, GWZ_POLLIN, 0};
         if (ing->ring_len && ing->cfg.alerts)
             items[k++] = (gwz_pollitem_t){ing->cfg.alerts, 0, GWZ_POLLOUT, 0};
+        if (ing->fabric && !paused)
+            items[k++] = (gwz_pollitem_t){ing->fabric, 0, GWZ_POLLIN, 0};
         int rc = z->poll(items, k, dirty || ing->ring_len ? 1 : 1000);
         if (rc < 0 && z->errno_() == GWZ_ETERM) break;
         if (rc > 0 && (items[1].revents & GWZ_POLLIN)) {
@@ -700,9 +741,271 @@ void gw_ingest_free(struct gw_ingest *ing) {
     free(ing->tx_id_lens);
     free(ing->dec);
     free(ing->ring);
+    free(ing->homes);
+    free(ing->ltx);
+    free(ing->ldec);
+    free(ing->lidx);
     free(ing->out.buf);
     pthread_mutex_destroy(&ing->lock);
     pthread_mutex_destroy(&ing->tables_lock);
     pthread_cond_destroy(&ing->cond);
     free(ing);
+}
+
+/* -- regional fabric: hand-off, completion and peer requests (see gw_ingest.h) ---------- */
+
+int gw_ingest_attach_fabric(struct gw_ingest *ing, const struct gw_dir *dir,
+                            int local_region, void *pair) {
+    if (!ing || !dir || !pair || local_region < 0) return GW_ERR_INVALID;
+    if (ing->started) return GW_ERR_STATE;
+    if (!ing->homes) {
+        ing->homes = calloc(GW_INGEST_MAX_BATCH, sizeof *ing->homes);
+        ing->ltx = calloc(GW_INGEST_MAX_BATCH, sizeof *ing->ltx);
+        ing->ldec = calloc(GW_INGEST_MAX_BATCH, sizeof *ing->ldec);
+        ing->lidx = calloc(GW_INGEST_MAX_BATCH, sizeof *ing->lidx);
+        if (!ing->homes || !ing->ltx || !ing->ldec || !ing->lidx) return GW_ERR_NOMEM;
+    }
+    ing->dir = dir;
+    ing->local_region = local_region;
+    ing->fabric = pair;
+    return GW_OK;
+}
+
+int gw_ingest_fabric_stats(struct gw_ingest *ing, struct gw_ingest_fabric_stats *out) {
+    if (!ing || !out) return GW_ERR_INVALID;
+    pthread_mutex_lock(&ing->lock);
+    if (ing->started) {
+        *out = ing->fpub;
+    } else {
+        *out = ing->fst;
+        out->reserved = ing->ring_reserved;
+    }
+    pthread_mutex_unlock(&ing->lock);
+    return GW_OK;
+}
+
+/* Home regions of the decoded request: 0 when all are local (score here), 1 when the
+ * request was handed off or refused (reply in ing->out, or ing->handed set). */
+static int fabric_route(struct gw_ingest *ing, uint64_t rid, const uint8_t *body, size_t len,
+                        uint32_t n) {
+    const struct gw_zmq_api *z = ing->z;
+    struct gw_mp_writer *w = &ing->out;
+    uint32_t local = 0, foreign = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int h = gw_dir_home(ing->dir, ing->txs[i].account);
+        if (h < 0) {
+            ing->fst.no_home++;
+            ing->st.errors[GW_WE_INVALID]++;
+            reply_error(w, rid, GW_WE_INVALID,
+                        "an account of the request has no home region in the directory");
+            return 1;
+        }
+        ing->homes[i] = (uint8_t)h;
+        if (h == ing->local_region) local++;
+        else foreign++;
+    }
+    if (!foreign) return 0;
+    if (!ing->cur_ident) { /* gw_ingest_process_one: no producer to answer later */
+        ing->st.errors[GW_WE_INTERNAL]++;
+        reply_error(w, rid, GW_WE_INTERNAL, "forwarding needs the ingest thread");
+        return 1;
+    }
+    void *pair = ing->fabric;
+    uint8_t kind = 'F';
+    if (z->send(pair, &kind, 1, GWZ_DONTWAIT | GWZ_SNDMORE) < 0) {
+        ing->fst.busy_handoff++;
+        ing->st.busy++;
+        reply_busy(w, rid, ing->cfg.busy_alerts_ms);
+        return 1;
+    }
+    /* the rest of a multipart message is accepted once its first frame was */
+    z->send(pair, z->msg_data(ing->cur_ident), z->msg_size(ing->cur_ident),
+            GWZ_DONTWAIT | GWZ_SNDMORE);
+    z->send(pair, body, len, GWZ_DONTWAIT | GWZ_SNDMORE);
+    z->send(pair, ing->homes, n, GWZ_DONTWAIT | GWZ_SNDMORE);
+    z->send(pair, &local, sizeof local, GWZ_DONTWAIT);
+    ing->ring_reserved += local;
+    ing->fst.handed_off++;
+    ing->fst.handed_off_txs += foreign;
+    ing->handed = 1;
+    return 1;
+}
+
+static void send_to_producer(struct gw_ingest *ing, const void *ident, size_t ident_len,
+                             const void *reply, size_t len) {
+    const struct gw_zmq_api *z = ing->z;
+    if (z->send(ing->cfg.router, ident, ident_len, GWZ_SNDMORE | GWZ_DONTWAIT) < 0) {
+        int e = z->errno_();
+        if (e == EHOSTUNREACH) ing->st.unroutable++;
+        else ing->st.send_refused++;
+        return;
+    }
+    if (z->send(ing->cfg.router, reply, len, GWZ_DONTWAIT) < 0) ing->st.send_refused++;
+}
+
+static void release_reserved(struct gw_ingest *ing, const gwz_msg_t *m) {
+    const struct gw_zmq_api *z = ing->z;
+    uint32_t r = 0;
+    memcpy(&r, z->msg_data((gwz_msg_t *)m), sizeof r);
+    ing->ring_reserved -= r < ing->ring_reserved ? r : ing->ring_reserved;
+}
+
+/* C: score the local transactions of a forwarded request, merge and reply. */
+static void complete(struct gw_ingest *ing, const uint8_t *body, size_t len,
+                     const uint8_t *blobs, size_t blobs_len, const uint8_t *lens,
+                     size_t lens_len) {
+    struct gw_mp_writer *w = &ing->out;
+    int kind;
+    uint64_t rid = 0;
+    uint32_t n = 0, m = 0, k = 0;
+    w->len = 0;
+    int err = gw_ingest_decode_request(body, len, &kind, &rid, &n, ing->txs, ing->tx_ids,
+                                       ing->tx_id_lens, GW_INGEST_MAX_BATCH);
+    if (err || kind != GW_REQ_SCORE) goto bad;
+    for (uint32_t i = 0; i < n; i++) {
+        int h = gw_dir_home(ing->dir, ing->txs[i].account);
+        if (h < 0) goto bad;
+        ing->homes[i] = (uint8_t)h;
+        if (h == ing->local_region) {
+            ing->ltx[m] = ing->txs[i];
+            ing->lidx[m++] = i;
+        } else {
+            k++;
+        }
+    }
+    if (lens_len != (size_t)k * 4) goto bad;
+    size_t total = 0;
+    for (uint32_t j = 0; j < k; j++) {
+        uint32_t l;
+        memcpy(&l, lens + 4 * j, 4);
+        total += l;
+    }
+    if (total != blobs_len) goto bad;
+    if (m && gw_engine_score_batch(ing->cfg.engine, ing->ltx, m, ing->ldec) != GW_OK) {
+        ing->st.engine_errors++;
+        ing->st.errors[GW_WE_INTERNAL]++;
+        reply_error(w, rid, GW_WE_INTERNAL, NULL);
+        return;
+    }
+    int64_t now = 0;
+    int64_t min_score = ing->cfg.alert_min_score;
+    for (uint32_t j = 0; j < m; j++) {
+        uint32_t i = ing->lidx[j];
+        ing->dec[i] = ing->ldec[j];
+        const struct gw_decision *d = &ing->dec[i];
+        ing->st.outcome[d->outcome & 3]++;
+        ing->st.path[d->path & 1]++;
+        if ((d->outcome != GW_ALLOW || (min_score > 0 && d->score >= min_score)) &&
+            ring_free(ing) > 0) { /* room was reserved at hand-off */
+            if (!now) now = wall_ns();
+            push_alert(ing, rid, i, now);
+        }
+    }
+    ing->st.decisions += m;
+    ing->fst.completed++;
+    ing->fst.completed_local += m;
+    gw_mp_put_array(w, 4);
+    put_lit(w, "scored");
+    gw_mp_put_uint(w, 1);
+    gw_mp_put_uint(w, rid);
+    gw_mp_put_array(w, n);
+    const struct rule_table *tab = NULL;
+    uint32_t tab_version = 0;
+    const uint8_t *blob = blobs;
+    for (uint32_t i = 0, j = 0; i < n; i++) {
+        if (ing->homes[i] == ing->local_region) {
+            put_decision(ing, w, i, &tab, &tab_version);
+            continue;
+        }
+        uint32_t l;
+        memcpy(&l, lens + 4 * j++, 4);
+        if (gw_mp_reserve(w, l)) break;
+        memcpy(w->buf + w->len, blob, l);
+        w->len += l;
+        blob += l;
+    }
+    return;
+bad:
+    ing->fst.bad_messages++;
+    ing->st.errors[GW_WE_INTERNAL]++;
+    w->len = 0;
+    reply_error(w, rid, GW_WE_INTERNAL, NULL);
+}
+
+#define FABRIC_PARTS 6
+
+static void fabric_dispatch(struct gw_ingest *ing, gwz_msg_t *parts, int np) {
+    const struct gw_zmq_api *z = ing->z;
+    struct gw_mp_writer *w = &ing->out;
+    char kind = z->msg_size(&parts[0]) == 1 ? *(const char *)z->msg_data(&parts[0]) : 0;
+    if (kind == 'R' && np == 4 && z->msg_size(&parts[3]) == 4) {
+        release_reserved(ing, &parts[3]);
+        send_to_producer(ing, z->msg_data(&parts[1]), z->msg_size(&parts[1]),
+                         z->msg_data(&parts[2]), z->msg_size(&parts[2]));
+        ing->fst.relayed++;
+    } else if (kind == 'C' && np == 6 && z->msg_size(&parts[5]) == 4) {
+        release_reserved(ing, &parts[5]);
+        complete(ing, z->msg_data(&parts[2]), z->msg_size(&parts[2]), z->msg_data(&parts[3]),
+                 z->msg_size(&parts[3]), z->msg_data(&parts[4]), z->msg_size(&parts[4]));
+        if (w->oom) {
+            w->oom = 0;
+            w->len = 0;
+            ing->st.errors[GW_WE_INTERNAL]++;
+            reply_error(w, 0, GW_WE_INTERNAL, NULL);
+        }
+        send_to_producer(ing, z->msg_data(&parts[1]), z->msg_size(&parts[1]), w->buf, w->len);
+    } else if (kind == 'S' && np == 3) {
+        ing->no_forward = 1;
+        process(ing, z->msg_data(&parts[2]), z->msg_size(&parts[2]), 0);
+        ing->no_forward = 0;
+        if (w->oom) {
+            w->oom = 0;
+            w->len = 0;
+            ing->st.errors[GW_WE_INTERNAL]++;
+            reply_error(w, 0, GW_WE_INTERNAL, NULL);
+        }
+        ing->fst.peer_requests++;
+        uint8_t s = 'S';
+        if (z->send(ing->fabric, &s, 1, GWZ_DONTWAIT | GWZ_SNDMORE) < 0) {
+            ing->fst.reply_refused++;
+            return;
+        }
+        z->send(ing->fabric, z->msg_data(&parts[1]), z->msg_size(&parts[1]),
+                GWZ_DONTWAIT | GWZ_SNDMORE);
+        z->send(ing->fabric, w->buf, w->len, GWZ_DONTWAIT);
+    } else {
+        ing->fst.bad_messages++;
+    }
+}
+
+/* Handle up to `burst` messages from the control plane; -1 when the context ended. */
+static int drain_fabric(struct gw_ingest *ing) {
+    const struct gw_zmq_api *z = ing->z;
+    gwz_msg_t parts[FABRIC_PARTS], extra;
+    int handled = 0;
+    while ((uint32_t)handled < ing->cfg.burst) {
+        z->msg_init(&parts[0]);
+        if (z->msg_recv(&parts[0], ing->fabric, GWZ_DONTWAIT) < 0) {
+            int e = z->errno_();
+            z->msg_close(&parts[0]);
+            return e == GWZ_ETERM ? -1 : handled;
+        }
+        int np = 1, over = 0, more = z->msg_more(&parts[0]);
+        while (more) {
+            gwz_msg_t *m = np < FABRIC_PARTS ? &parts[np] : &extra;
+            z->msg_init(m);
+            if (z->msg_recv(m, ing->fabric, GWZ_DONTWAIT) < 0) {
+                z->msg_close(m);
+                break;
+            }
+            more = z->msg_more(m);
+            if (np < FABRIC_PARTS) np++;
+            else { over = 1; z->msg_close(m); }
+        }
+        handled++;
+        if (over) ing->fst.bad_messages++;
+        else fabric_dispatch(ing, parts, np);
+        for (int i = 0; i < np; i++) z->msg_close(&parts[i]);
+    }
+    return handled;
 }

@@ -177,4 +177,50 @@ static inline uint32_t gw_lat_bucket(uint64_t v) {
 }
 uint64_t gw_lat_bucket_upper(uint32_t idx);
 
+/* -- regional fabric ---------------------------------------------------------------------
+ * With a directory attached (gw_ingest_attach_fabric, before gw_ingest_start), the thread
+ * looks up the home region of every transaction of a score request. A request whose
+ * accounts are all homed here is served as above. Otherwise nothing is scored yet: the
+ * request goes to the control plane over the attached inproc PAIR socket, which forwards
+ * the foreign transactions to their home nodes and answers with one of the messages below;
+ * the local transactions are scored only when the forwarded ones have their decisions, so
+ * a request refused on the way (busy, error) has applied nothing here. A request with an
+ * account that has no home region is refused with INVALID.
+ *
+ * Frames on the PAIR (kind frame first, one byte; counts are u32 in host byte order):
+ *   thread -> Python  F ident body homes(n x u8 region index) reserved(u32)
+ *                     S token reply                       (answer to an S request)
+ *   Python -> thread  R ident reply reserved              (send `reply` to the producer)
+ *                     C ident body decisions lens reserved (complete: score the local
+ *                        transactions, merge the forwarded decisions, encoded msgpack
+ *                        Decision arrays back to back, lens[k] bytes each, in request
+ *                        order of the foreign transactions, and reply)
+ *                     S token body                        (score a request forwarded by a
+ *                        peer node, as local, and answer with S token reply)
+ * `reserved` is the alert-queue room the thread set aside at hand-off for the local
+ * transactions (released by the R or C answer). While paused the thread does not read the
+ * PAIR (messages wait there). */
+
+struct gw_dir;
+
+struct gw_ingest_fabric_stats {
+    uint64_t handed_off;       /* score requests sent to the control plane for forwarding */
+    uint64_t handed_off_txs;   /* their transactions homed elsewhere */
+    uint64_t busy_handoff;     /* busy replies: the PAIR to the control plane was full */
+    uint64_t no_home;          /* requests refused: an account without a home region */
+    uint64_t completed;        /* forwarded requests completed here (C) */
+    uint64_t completed_local;  /* local transactions scored on completion */
+    uint64_t relayed;          /* control-plane replies relayed to producers (R) */
+    uint64_t peer_requests;    /* requests from peer nodes scored here (S) */
+    uint64_t bad_messages;     /* malformed PAIR messages (a control-plane bug): dropped */
+    uint64_t reply_refused;    /* S answers refused at the PAIR's high-water mark */
+    uint64_t reserved;         /* gauge: alert-queue records reserved for hand-offs */
+};
+
+/* Attach a directory (kept alive by the caller while the ingest exists), the index of this
+ * node's region in it and the PAIR socket to the control plane. GW_ERR_STATE if running. */
+int gw_ingest_attach_fabric(struct gw_ingest *ing, const struct gw_dir *dir,
+                            int local_region, void *pair);
+int gw_ingest_fabric_stats(struct gw_ingest *ing, struct gw_ingest_fabric_stats *out);
+
 #endif

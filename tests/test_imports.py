@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 CORE = ["gateway.wire", "gateway.codec", "gateway.counters", "gateway.errors",
-        "gateway.config", "gateway.scoring", "gateway.alert_content"]
+        "gateway.config", "gateway.scoring", "gateway.alert_content", "gateway.fabric"]
 
 
 def test_sans_io_core_imports_no_io_library() -> None:

@@ -241,6 +241,17 @@ class ScoringEngine:
         return len(t)
 
     @property
+    def trusted_table(self) -> NativeTrusted | None:
+        """The installed trusted table (immutable), e.g. to derive a changed one from."""
+        return self._trusted
+
+    def install_trusted(self, table: NativeTrusted) -> int:
+        """Install a trusted table built elsewhere (atomic swap, as ``set_trusted``)."""
+        self._native.set_trusted(table)
+        self._trusted = table
+        return len(table)
+
+    @property
     def trusted_memory_bytes(self) -> int:
         return self._trusted.memory_bytes if self._trusted else 0
 

@@ -153,3 +153,18 @@ def test_fuzz_garbage_after_valid_prefix(tail: bytes) -> None:
 def test_msgspec_roundtrip_of_reply_types() -> None:
     # the Python reply decoder accepts what the native encoder writes (see test_ingest)
     assert msgspec.msgpack.decode(encode(["busy", 1, 3, 5]), type=wire.Reply) == wire.Busy(1, 3, 5)
+
+
+def test_native_knows_every_other_request_tag() -> None:
+    """The native decoder answers WRONG_ENDPOINT for exactly the request types of the other
+    endpoints, as the Python codec does."""
+    import re
+    from pathlib import Path
+
+    from gateway import wire
+
+    src = (Path(__file__).parents[2] / "native" / "gw_ingest_decode.c").read_text()
+    block = re.search(r"OTHER_TAGS\[\] = \{(.*?)\};", src, re.S)
+    assert block is not None
+    native = set(re.findall(r'"([a-z_]+)"', block.group(1)))
+    assert native == set(wire.REQUEST_TAGS) - {"ping", "score"}

@@ -1,0 +1,217 @@
+"""Fabric benchmark: the latency a forward adds to a transaction's round trip.
+
+``run_fabric_bench()`` starts two regional nodes (``eu`` and ``us``) as subprocesses of
+``gateway node`` on loopback, with native ingest and a ranges directory (accounts below
+2**63 homed at ``eu``, the others at ``us``), and drives the
+``eu`` node's ingest endpoint with the native load generator, paced, one transaction per
+request: transactions of accounts homed at ``eu`` (*direct*), then the same transactions
+for accounts homed at ``us`` (*forwarded*: eu hands them to its control plane, which
+forwards them to us and returns us's decision). Runs alternate direct, forwarded, direct,
+forwarded; each kind's latency histograms are summed. ``forward_added_p99_ms`` is the
+forwarded p99 minus the direct p99 of the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, Final
+
+import msgspec
+
+from gateway import _native, wire
+from gateway.codec import ReplyCodec
+from gateway.errors import GatewayError
+from gateway.ingest import ensure_libzmq, percentile_ns
+from gateway.scoring import TransactionGenerator
+from gateway.transport import request_blocking
+
+US_BIT: Final = 1 << 63  # accounts with the top bit set are homed at us
+DAY_MS: Final = 86_400_000
+
+_CONFIG = """\
+[node]
+name = "bench-{region}"
+region = "{region}"
+data_dir = "{data}"
+log_level = "warning"
+
+[endpoints]
+ingest = "tcp://127.0.0.1:*"
+clients = "tcp://127.0.0.1:*"
+services = "tcp://127.0.0.1:*"
+
+[fabric]
+bind = "{bind}"
+peers = {{ {peer} = "{peer_url}" }}
+
+[fabric.directory]
+mode = "ranges"
+ranges = [{{ first = 0, last = {eu_last}, region = "eu" }}]
+default = "us"
+"""
+
+
+
+def _running(proc: subprocess.Popen[str]) -> bool:
+    """Whether the subprocess still runs (reaps it when it ended)."""
+    try:
+        proc.wait(timeout=0)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Node:
+    """A ``gateway node`` subprocess; its endpoints once it printed them."""
+
+    def __init__(self, workdir: Path, region: str, bind: str, peer: str, peer_url: str,
+                 *, timeout: float = 60.0) -> None:
+        cfg = workdir / f"{region}.toml"
+        cfg.write_text(_CONFIG.format(region=region, data=workdir / f"data-{region}",
+                                      bind=bind, peer=peer, peer_url=peer_url,
+                                      eu_last=US_BIT - 1))
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "node", "--config",
+                                      str(cfg)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True,
+                                     env=dict(os.environ))
+        assert self.proc.stdout is not None
+        self._out: IO[str] = self.proc.stdout
+        self.urls: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            parts = self._out.readline().split()
+            if not parts and not _running(self.proc):
+                break
+            if len(parts) >= 2:
+                self.urls[parts[0]] = parts[1]
+            if parts and parts[0] == "fabric":
+                return
+        self.close()
+        raise GatewayError(f"bench node {region} did not start")
+
+    def status(self) -> wire.StatusReply:
+        codec = ReplyCodec()
+        reply = codec.decode(request_blocking(self.urls["services"],
+                                              codec.encode(wire.StatusRequest(1, 1))))
+        assert isinstance(reply, wire.StatusReply)
+        return reply
+
+    def close(self) -> None:
+        if _running(self.proc):
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+def _pools(n: int, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """The same ``n`` transactions for accounts homed at eu, and at us."""
+    enc = msgspec.msgpack.Encoder()
+    txs = TransactionGenerator(seed, accounts=100_000).batch(n)
+    direct = [enc.encode(msgspec.structs.replace(t, account=t.account & (US_BIT - 1)))
+              for t in txs]
+    forwarded = [enc.encode(msgspec.structs.replace(t, account=t.account | US_BIT))
+                 for t in txs]
+    return direct, forwarded
+
+
+def run_fabric_bench(*, quick: bool = False, rate: float = 2000.0, seconds: float = 3.0,
+                     rounds: int = 2, seed: int = 0,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure forwarded against direct round trips; one dict of results (module doc)."""
+    if quick:
+        rate, seconds, rounds = 500.0, 0.5, 1
+    say = progress or (lambda _: None)
+    ensure_libzmq()
+    direct_pool, forwarded_pool = _pools(8192, seed)
+    requests = int(rate * seconds)
+    hist: dict[str, list[int]] = {}
+    totals: dict[str, dict[str, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-fabric-") as tmp:
+        work = Path(tmp)
+        eu_bind, us_bind = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+        say("starting two regional nodes")
+        us = _Node(work, "us", us_bind, "eu", eu_bind)
+        try:
+            eu = _Node(work, "eu", eu_bind, "us", us_bind)
+            try:
+                deadline = time.monotonic() + 30
+                while eu.status().info.get("fabric.peer.us") != "up":
+                    if time.monotonic() > deadline:
+                        raise GatewayError("bench: the link eu -> us did not come up")
+                    time.sleep(0.05)
+                url = eu.urls["ingest"]
+                day = 0
+                for pool in (direct_pool, forwarded_pool):
+                    _native.run_loadgen(url, pool, batch=1, requests=min(2000, requests),
+                                        connections=1, window=64, ts_offset_ms=day * DAY_MS)
+                    day += 1  # warm-up: connections, pages, the Python paths
+                for r in range(rounds):
+                    for kind, pool in (("direct", direct_pool), ("forwarded", forwarded_pool)):
+                        say(f"round {r + 1}/{rounds}: {kind}, {requests:,} requests at "
+                            f"{rate:,.0f}/s")
+                        res = _native.run_loadgen(
+                            url, pool, batch=1, requests=requests, connections=2,
+                            window=256, rate=rate, warmup=int(rate * 0.1),
+                            cycle_advance_ms=DAY_MS, ts_offset_ms=day * DAY_MS)
+                        day += 2
+                        buckets = hist.setdefault(kind, [0] * len(res["lat_buckets"]))
+                        for i, v in enumerate(res["lat_buckets"]):
+                            buckets[i] += v
+                        t = totals.setdefault(kind, {})
+                        for key in ("sent", "replies", "scored", "errors", "busy", "missing",
+                                    "other"):
+                            t[key] = t.get(key, 0) + int(res.get(key, 0))
+                        t["elapsed_ns"] = t.get("elapsed_ns", 0) + int(res["elapsed_ns"])
+                eu_counters = eu.status().counters
+                us_counters = us.status().counters
+            finally:
+                eu.close()
+        finally:
+            us.close()
+
+    def p(kind: str, q: float) -> float:
+        return percentile_ns(hist[kind], q) / 1e6
+
+    fwd_rate = totals["forwarded"]["replies"] / (totals["forwarded"]["elapsed_ns"] / 1e9)
+    return {
+        "forward_added_p99_ms": round(p("forwarded", 0.99) - p("direct", 0.99), 4),
+        "forward_added_p50_ms": round(p("forwarded", 0.5) - p("direct", 0.5), 4),
+        "direct_p50_ms": p("direct", 0.5),
+        "direct_p99_ms": p("direct", 0.99),
+        "forwarded_p50_ms": p("forwarded", 0.5),
+        "forwarded_p99_ms": p("forwarded", 0.99),
+        "forwarded_p999_ms": p("forwarded", 0.999),
+        "paced_req_per_s": rate,
+        "forwarded_req_per_s": round(fwd_rate),
+        "requests_per_kind": requests * rounds,
+        "errors": sum(t["errors"] + t["missing"] + t["other"] for t in totals.values()),
+        "busy": sum(t["busy"] for t in totals.values()),
+        "home_peer_txs": us_counters.get("fabric_peer_txs", 0),
+        "origin_forwarded_txs": eu_counters.get("fabric_forwarded_txs", 0),
+        "cross_region_alert_p99_ms": None,
+        "cross_region_alert_note": "alerts do not cross regions yet: officers get the alerts "
+                                   "of the node that scored the transaction (its home)",
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_fabric_bench(progress=lambda m: print(m, file=sys.stderr)),
+                     indent=2))

@@ -1,0 +1,113 @@
+"""Helpers of the fabric tests: configs of several regional nodes on free loopback ports,
+transactions for accounts of a given home, and deadline-bounded waits."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from gateway import wire
+from gateway.config import (
+    Config,
+    DirectoryRange,
+    DirectorySection,
+    EndpointsSection,
+    FabricSection,
+    IngestSection,
+    NodeSection,
+)
+
+BASE = {"eu": 0, "us": 1_000_000, "ap": 2_000_000}
+
+
+def ranges(regions: list[str]) -> DirectorySection:
+    """Accounts BASE[r] .. BASE[r] + 999_999 homed in region r."""
+    return DirectorySection(mode="ranges", ranges=[
+        DirectoryRange(first=BASE[r], last=BASE[r] + 999_999, region=r) for r in regions])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fabric_configs(tmp: Path, regions: list[str], *, mode: str = "native",
+                   directory: DirectorySection | None = None, peer_urls: dict[str, dict[str, str]]
+                   | None = None, **fabric: Any) -> dict[str, Config]:
+    """One config per region; every node peers with every other one. ``peer_urls[a][b]``
+    overrides the endpoint ``a`` uses for ``b`` (a link proxy in between)."""
+    binds = {r: f"tcp://127.0.0.1:{free_port()}" for r in regions}
+    out = {}
+    for r in regions:
+        peers = {p: (peer_urls or {}).get(r, {}).get(p, binds[p]) for p in regions if p != r}
+        out[r] = Config(
+            node=NodeSection(name=f"node-{r}", region=r, data_dir=str(tmp / f"data-{r}")),
+            endpoints=EndpointsSection(ingest="tcp://127.0.0.1:*",
+                                       clients="tcp://127.0.0.1:*",
+                                       services="tcp://127.0.0.1:*"),
+            ingest=IngestSection(mode=mode),  # type: ignore[arg-type]
+            fabric=FabricSection(bind=binds[r], peers=peers,
+                                 directory=directory or ranges(regions), **fabric),
+        )
+    return out
+
+
+def tx(n: int, account: int, amount: int = 12_00) -> wire.Transaction:
+    return wire.Transaction(f"tx-{n}", account, 7, amount, "EUR", wire.Channel.CARD, 5411,
+                            "dev-1", "10.0.0.1", "DE", "Berlin", 1_700_000_000_000 + n)
+
+
+def account(region: str, i: int) -> int:
+    return BASE[region] + i
+
+
+class FakePeer:
+    """A DEALER speaking the fabric protocol to a node's fabric endpoint (tests only)."""
+
+    def __init__(self, owner: Any) -> None:
+        from gateway.fabric import FabricReplyCodec
+
+        self.owner = owner
+        self.codec = FabricReplyCodec()
+        self.replies: dict[int, Any] = {}
+
+    def on_message(self, frames: list[bytes]) -> None:
+        msg = self.codec.decode(frames[0])
+        self.replies[msg.rid] = msg
+
+    async def request(self, msg: Any, timeout: float = 5.0) -> Any:
+        import anyio
+
+        self.owner.send((self.codec.encode(msg),))
+        with anyio.fail_after(timeout):
+            while msg.rid not in self.replies:
+                await anyio.sleep(0.005)
+        return self.replies.pop(msg.rid)
+
+
+@asynccontextmanager
+async def fake_peer(url: str) -> AsyncIterator[FakePeer]:
+    import anyio
+    import zmq
+
+    from gateway.transport import SocketGroup
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(url)
+    group = SocketGroup()
+    peer = FakePeer(None)
+    peer.owner = group.add(sock, peer.on_message)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(group.run)
+            try:
+                yield peer
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        group.close()
