@@ -27,14 +27,8 @@ MIGRATIONS: Final[list[str]] = [
     );
     """,
     # 2: reliable delivery (gateway.alerting); every row is derived from a journal event
+    # (the journal table itself is gateway.journal's: it creates it on open)
     """
-    CREATE TABLE IF NOT EXISTS journal (
-        seq   INTEGER PRIMARY KEY,
-        ts_ns INTEGER NOT NULL,
-        kind  TEXT NOT NULL,
-        body  BLOB NOT NULL,
-        hash  BLOB NOT NULL
-    );
     CREATE TABLE alerts (
         alert_id   INTEGER PRIMARY KEY,
         key        TEXT UNIQUE,
