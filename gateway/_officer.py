@@ -133,7 +133,7 @@ class OfficerClient:
                 self.cursors[lane] = item.seq
                 if isinstance(item, wire.AckSync):
                     prev = self.acked.get(item.alert_id)
-                    if prev is None or _LEVEL[item.level] > _LEVEL[prev]:
+                    if prev is None or wire.ACK_RANK[item.level] > wire.ACK_RANK[prev]:
                         self.acked[item.alert_id] = item.level
                 # confirmations: a critical one at once (well, within CONFIRM_S), every
                 # window/4 taken at once, the rest with the next heartbeat
@@ -334,10 +334,6 @@ class OfficerClient:
             except GatewayError:
                 pass
             self.attached = False
-
-
-_LEVEL: Final = {wire.AckLevel.DELIVERED: 0, wire.AckLevel.READ: 1,
-                 wire.AckLevel.ACKNOWLEDGED: 2}
 
 
 @asynccontextmanager

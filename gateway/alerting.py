@@ -50,8 +50,6 @@ ALERT_CACHE: Final = 50_000  # encoded alerts kept in memory (oldest dropped fir
 TICK_S: Final = 0.05
 SLOW_TICKS: Final = 20  # lag checks and cursor journaling every SLOW_TICKS ticks (1 s)
 LAG_THRESHOLD: Final = 1000  # unconfirmed messages after which a device is "lagging"
-_LEVEL_ORDER: Final = {wire.AckLevel.DELIVERED: 0, wire.AckLevel.READ: 1,
-                       wire.AckLevel.ACKNOWLEDGED: 2}
 
 def _sql_i64(value: int) -> int:
     """A u64 (account numbers) as the SQLite INTEGER of the same 64 bits."""
@@ -157,7 +155,8 @@ class Session:
     session: int
     stream: DeviceStream
     attached_ms: int
-    follows: set[str] | bool | None = False  # False: none; None: everyone
+    follows: set[str] = field(default_factory=set)  # presence followed, by officer
+    follows_all: bool = False
     pages: list[collections.deque[_Item]] = field(default_factory=list)
     lagging: bool = False
 
@@ -487,8 +486,9 @@ class AlertDesk:
         if isinstance(msg, wire.Acknowledge):
             return self._acknowledge(sess, msg)
         if isinstance(msg, wire.Follow):
-            sess.follows = set(msg.officers) if msg.officers else None
-            names = None if sess.follows is None else sess.follows
+            sess.follows = set(msg.officers)
+            sess.follows_all = not msg.officers
+            names = None if sess.follows_all else sess.follows
             return self._encode(wire.Presence(v, msg.rid, self.presence.entries(names)))
         if isinstance(msg, wire.OpenAlertsRequest):
             return self._open_alerts(sess.officer, msg)
@@ -718,8 +718,7 @@ class AlertDesk:
         self.counters.inc("presence_changes")
         body = self._encode(wire.PresenceUpdate(wire.PROTOCOL_VERSION, 0, change))
         for sess in self._sessions.values():
-            f = sess.follows
-            if f is None or (isinstance(f, set) and change.officer in f):
+            if sess.follows_all or change.officer in sess.follows:
                 self._push(sess.ident, body, int(wire.Lane.NORMAL))
 
     # -- sessions ---------------------------------------------------------------------------

@@ -37,6 +37,14 @@ def _services_arg(p: argparse.ArgumentParser) -> None:
                    help="how long to wait for the node's answer (default: 10)")
 
 
+def _bench(bsub: Any, name: str, *, help: str, description: str) -> None:
+    """One ``gateway bench`` subcommand; each takes --json and --quick."""
+    p = bsub.add_parser(name, help=help, description=description)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes, for a smoke run (figures not comparable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
@@ -154,40 +162,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure the node's hot paths",
                            description="Benchmarks; results as a table or one JSON object.")
     bsub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
-    bscore = bsub.add_parser("scoring", help="native rule scoring (1,000 rules, 10 M accounts)",
-                             description="Measure the native scoring engine on a generated"
-                             " rule set of 1,000 rules with a 30-rule trusted subset and 10"
-                             " million trusted accounts.")
-    bscore.add_argument("--json", action="store_true", help="print one JSON object")
-    bscore.add_argument("--quick", action="store_true",
-                        help="small sizes, for a smoke run (figures not comparable)")
-    bingest = bsub.add_parser(
-        "ingest", help="ingest over ZeroMQ: native thread vs the Python path",
+    _bench(bsub, "scoring", help="native rule scoring (1,000 rules, 10 M accounts)",
+           description="Measure the native scoring engine on a generated"
+           " rule set of 1,000 rules with a 30-rule trusted subset and 10"
+           " million trusted accounts.")
+    _bench(
+        bsub, "ingest", help="ingest over ZeroMQ: native thread vs the Python path",
         description="Start a node's ingest endpoint in a subprocess (native, then the Python"
         " path) and drive it from this process with the native load generator: pipelined"
         " single-transaction requests, batches of 64, a paced run for latency.")
-    bingest.add_argument("--json", action="store_true", help="print one JSON object")
-    bingest.add_argument("--quick", action="store_true",
-                         help="small sizes, for a smoke run (figures not comparable)")
-    bfabric = bsub.add_parser(
-        "fabric", help="added latency of forwarded transactions between regional nodes",
+    _bench(
+        bsub, "fabric", help="added latency of forwarded transactions between regional nodes",
         description="Start two regional nodes in subprocesses and drive one of them with the"
         " native load generator, paced: transactions of its own accounts (direct), then of"
         " accounts homed at the other node (forwarded). forward_added_p99_ms is the"
         " forwarded round trip's p99 minus the direct one's, measured in the same run.")
-    bfabric.add_argument("--json", action="store_true", help="print one JSON object")
-    bfabric.add_argument("--quick", action="store_true",
-                         help="small sizes, for a smoke run (figures not comparable)")
-
-    bdel = bsub.add_parser(
-        "delivery", help="alert delivery: fan-out latency, priority, journal, recovery",
+    _bench(
+        bsub, "delivery", help="alert delivery: fan-out latency, priority, journal, recovery",
         description="Start a node in a subprocess and measure alert delivery to 1,000"
         " connected officer clients (2,000 alerts/s, 3 recipients each), a critical alert"
         " behind 100,000 queued bulk alerts, fsynced journal events per second and restart"
         " time with 1 million journal events.")
-    bdel.add_argument("--json", action="store_true", help="print one JSON object")
-    bdel.add_argument("--quick", action="store_true",
-                      help="small sizes, for a smoke run (figures not comparable)")
 
     cli_delivery.add_parsers(sub, _services_arg)
 

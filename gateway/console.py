@@ -55,8 +55,6 @@ _RANK: Final = {wire.Severity.CRITICAL: 0, wire.Severity.HIGH: 1, wire.Severity.
 _SEVERITY_STYLE: Final = {wire.Severity.CRITICAL: "bold white on red",
                           wire.Severity.HIGH: "bold red", wire.Severity.MEDIUM: "yellow",
                           wire.Severity.LOW: "dim"}
-_LEVEL: Final = {wire.AckLevel.DELIVERED: 0, wire.AckLevel.READ: 1,
-                 wire.AckLevel.ACKNOWLEDGED: 2}
 _PRESENCE_RANK: Final = {wire.PresenceState.ONLINE: 0, wire.PresenceState.AWAY: 1,
                          wire.PresenceState.OFFLINE: 2}
 _PRESENCE_STYLE: Final = {wire.PresenceState.ONLINE: "green",
@@ -208,7 +206,8 @@ class AlertTable(ScrollView, can_focus=True):
         """The officer took ``alert_id`` to ``level`` on ``device``; the row if it changed
         (levels only rise)."""
         row = self._by_id.get(alert_id)
-        if row is None or (row.level is not None and _LEVEL[level] <= _LEVEL[row.level]):
+        rank = wire.ACK_RANK
+        if row is None or (row.level is not None and rank[level] <= rank[row.level]):
             return None
         if level is wire.AckLevel.ACKNOWLEDGED:
             self.open_counts[row.alert.severity] -= 1

@@ -15,7 +15,6 @@ import collections
 import logging
 import os
 import select
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, cast
@@ -450,21 +449,16 @@ class BlockingDealer:
 
 def request_blocking(url: str, body: bytes, *, timeout: float = 5.0) -> bytes:
     """One request/reply without an event loop (for CLI commands such as ``status``)."""
-    ctx: zmq.Context[Any] = zmq.Context.instance()
-    sock: zmq.Socket[Any] = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    dealer = BlockingDealer(url)
     try:
-        sock.connect(url)
-        sock.send(body)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
-                raise RequestTimeoutError(f"no answer from {url} within {timeout:g} s; is the "
-                                          "node running?")
-            return sock.recv()
+        dealer.send(body)
+        reply = dealer.recv(timeout)
     finally:
-        sock.close(0)
+        dealer.close()
+    if reply is None:
+        raise RequestTimeoutError(f"no answer from {url} within {timeout:g} s; is the node "
+                                  "running?")
+    return reply
 
 
 __all__ = [

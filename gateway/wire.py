@@ -234,6 +234,9 @@ class AckLevel(enum.Enum):
     ACKNOWLEDGED = "acknowledged"  # the officer took responsibility for it
 
 
+ACK_RANK: Final = {AckLevel.DELIVERED: 0, AckLevel.READ: 1, AckLevel.ACKNOWLEDGED: 2}
+
+
 class PresenceState(enum.Enum):
     ONLINE = "online"
     AWAY = "away"
@@ -592,6 +595,7 @@ def encoder() -> msgspec.msgpack.Encoder:
 
 
 __all__ = [
+    "ACK_RANK",
     "LANES",
     "MAX_BATCH",
     "MAX_BODY_FRAMES",
