@@ -461,6 +461,48 @@ class SessionEnded(_Message, tag="session_ended", frozen=True):
 
     reason: str
 
+# -- business-system executors (services endpoint): approved commands of incident rooms ----
+
+
+class ExecutorHello(_Message, tag="executor_hello", frozen=True):
+    """A business system (core banking, card platform) offers to execute ``commands``.
+    Sent again every few seconds as its heartbeat; answered with ``executor_welcome``."""
+
+    name: ShortStr
+    commands: list[ShortStr]
+
+
+class ExecutorWelcome(_Message, tag="executor_welcome", frozen=True):
+    node: str
+    pending: int  # approved commands waiting for an executor of these commands
+
+
+class Execute(_Message, tag="execute", frozen=True):
+    """Node -> executor (rid 0): execute an approved command. ``key`` is the idempotency
+    key: the same key is sent on every retry and after node restarts, and the executor
+    must apply a key at most once (answering a repeat with the first result)."""
+
+    request_id: int
+    key: str
+    command: str  # freeze | unfreeze | limit | revoke-trust | require-step-up
+    account: U64
+    amount: int = 0  # limit: the new limit in minor units
+    reason: str = ""
+    incident: int = 0
+    attempt: int = 1
+
+
+class Executed(_Message, tag="executed", frozen=True):
+    """Executor -> node (rid 0): the outcome of ``execute`` ``key``."""
+
+    request_id: int
+    key: str
+    ok: bool
+    result: Annotated[str, Meta(max_length=1024)] = ""
+    reference: ShortStr = ""  # the business system's own id of the operation
+    duplicate: bool = False  # the key was executed before; this is the first result
+
+
 # -- regional fabric (issue 7): trusted-data placement on the services endpoint, and the
 # node-to-node messages of the fabric endpoint (docs/protocol.md, "Regional fabric") ----
 
@@ -551,6 +593,7 @@ IngestRequest = Ping | ScoreRequest
 ServiceRequest = (
     Ping | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | TrustedLoad
     | AlertSubmit | KeyRegister | KeyRevoke | KeyList | WhoOnline | TrustedUpdate | TrustedGet
+    | ExecutorHello | Executed
 )
 ClientRequest = (
     Ping | Hello | Heartbeat | Received | Resume | Acknowledge | Follow | WhoOnline | Bye
@@ -560,7 +603,7 @@ Request = (
     Ping | ScoreRequest | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest
     | TrustedLoad | AlertSubmit | KeyRegister | KeyRevoke | KeyList | Hello | Heartbeat
     | Received | Resume | Acknowledge | Follow | WhoOnline | Bye | OpenAlertsRequest
-    | TrustedUpdate | TrustedGet
+    | TrustedUpdate | TrustedGet | ExecutorHello | Executed
 )
 Reply = (
     Pong
@@ -584,6 +627,8 @@ Reply = (
     | SessionEnded
     | TrustedUpdated
     | TrustedLevels
+    | ExecutorWelcome
+    | Execute
 )
 
 REQUEST_TAGS: Final = frozenset(t.__struct_config__.tag for t in Request.__args__)
@@ -619,6 +664,10 @@ __all__ = [
     "ClientRequest",
     "Decision",
     "Error",
+    "Execute",
+    "Executed",
+    "ExecutorHello",
+    "ExecutorWelcome",
     "FiredRule",
     "Follow",
     "Heartbeat",
