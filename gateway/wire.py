@@ -461,6 +461,166 @@ class SessionEnded(_Message, tag="session_ended", frozen=True):
 
     reason: str
 
+# -- incident response (clients endpoint; incidents and cases_search also on services) -----
+
+Text = Annotated[str, Meta(max_length=4000)]
+Key = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class RoomEvent(Struct, array_like=True, frozen=True):
+    """One entry of an incident room, in the room's order (``rseq`` 1, 2, ...).
+
+    ``kind``: opened, alert, message, invite, join, leave, page, command, approval,
+    rejection, refused, expired, executed, failed, frozen, resolved, escalation."""
+
+    incident: int
+    rseq: int
+    kind: str
+    actor: str  # officer id, or "node"
+    text: str
+    ts_ns: int
+    data: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class RoomPush(_Message, tag="room", frozen=True):
+    """A message of the officer's stream (lane high): one room event of an incident the
+    officer is a member of. A member who joins late gets the room's history first."""
+
+    lane: Lane
+    seq: int
+    event: RoomEvent
+    attempt: int = 1
+
+
+class Say(_Message, tag="say", frozen=True):
+    """Post to an incident room. A line starting with ``/`` is a command: it is parsed and
+    echoed back (``command_echo``) for confirmation, and nothing is posted."""
+
+    incident: U64
+    text: Annotated[str, Meta(min_length=1, max_length=4000)]
+
+
+class RoomJoin(_Message, tag="join", frozen=True):
+    incident: U64
+
+
+class RoomLeave(_Message, tag="leave", frozen=True):
+    incident: U64
+
+
+class Invite(_Message, tag="invite", frozen=True):
+    incident: U64
+    officer: ShortStr
+
+
+class CommandSubmit(_Message, tag="command", frozen=True):
+    """Request a command (after its echo was confirmed). The same ``key`` from the same
+    officer always names the same request: sending it again changes nothing."""
+
+    incident: U64
+    command: ShortStr
+    key: Key
+    account: U64 = 0
+    amount: NonNeg = 0
+    reason: Annotated[str, Meta(max_length=500)] = ""
+
+
+class Approve(_Message, tag="approve", frozen=True):
+    """Approve (or reject) a pending command request as a checker."""
+
+    request_id: U64
+    approve: bool = True
+    reason: Annotated[str, Meta(max_length=500)] = ""
+
+
+class IncidentsRequest(_Message, tag="incidents", frozen=True):
+    open_only: bool = True
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+class CasesSearch(_Message, tag="cases_search", frozen=True):
+    """Full-text search of the case library (SQLite FTS5 query syntax)."""
+
+    query: Annotated[str, Meta(min_length=1, max_length=500)]
+    limit: Annotated[int, Meta(ge=1, le=100)] = 10
+
+
+class RoomPosted(_Message, tag="posted", frozen=True):
+    """Answer to say / join / leave / invite, once durable: the event's place in the room."""
+
+    incident: int
+    rseq: int
+
+
+class CommandEcho(_Message, tag="command_echo", frozen=True):
+    """A typed command as the node understood it; confirm it with ``command``."""
+
+    incident: int
+    command: str
+    account: int
+    amount: int
+    reason: str
+    text: str  # the canonical line
+    approvals: int  # approvals it will need
+    approvers: list[str]  # roles that may approve
+    expires_s: int
+
+
+class CommandInfo(Struct, array_like=True, frozen=True):
+    request_id: int
+    incident: int
+    command: str
+    account: int
+    amount: int
+    reason: str
+    maker: str
+    state: str  # pending | approved | rejected | expired | executed | failed
+    approvals: int
+    approved_by: list[str]
+    created_ns: int
+    expires_ns: int
+    result: str = ""
+    reference: str = ""
+
+
+class CommandStatus(_Message, tag="command_status", frozen=True):
+    request: CommandInfo
+    duplicate: bool = False  # the key was seen before: nothing new was requested
+
+
+class IncidentInfo(Struct, array_like=True, frozen=True):
+    incident: int
+    status: str  # open | resolved
+    severity: Severity
+    account: int
+    title: str
+    family: str
+    opened_ns: int
+    resolved_ns: int
+    members: list[str]
+    alerts: list[int]
+    similar: list[int]  # case ids of similar past incidents
+
+
+class Incidents(_Message, tag="incidents_reply", frozen=True):
+    incidents: list[IncidentInfo]
+
+
+class CaseInfo(Struct, array_like=True, frozen=True):
+    case_id: int  # the incident it was made from
+    summary: str
+    tags: list[str]
+    rules: list[str]
+    actions: list[str]
+    outcome: str
+    notes: str
+    resolved_ns: int
+
+
+class Cases(_Message, tag="cases", frozen=True):
+    cases: list[CaseInfo]
+
+
 # -- business-system executors (services endpoint): approved commands of incident rooms ----
 
 
@@ -593,17 +753,19 @@ IngestRequest = Ping | ScoreRequest
 ServiceRequest = (
     Ping | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest | TrustedLoad
     | AlertSubmit | KeyRegister | KeyRevoke | KeyList | WhoOnline | TrustedUpdate | TrustedGet
-    | ExecutorHello | Executed
+    | ExecutorHello | Executed | IncidentsRequest | CasesSearch
 )
 ClientRequest = (
     Ping | Hello | Heartbeat | Received | Resume | Acknowledge | Follow | WhoOnline | Bye
-    | OpenAlertsRequest
+    | OpenAlertsRequest | Say | RoomJoin | RoomLeave | Invite | CommandSubmit | Approve
+    | IncidentsRequest | CasesSearch
 )
 Request = (
     Ping | ScoreRequest | StatusRequest | RulesLoad | RulesRollback | ShadowReportRequest
     | TrustedLoad | AlertSubmit | KeyRegister | KeyRevoke | KeyList | Hello | Heartbeat
     | Received | Resume | Acknowledge | Follow | WhoOnline | Bye | OpenAlertsRequest
-    | TrustedUpdate | TrustedGet | ExecutorHello | Executed
+    | TrustedUpdate | TrustedGet | ExecutorHello | Executed | Say | RoomJoin | RoomLeave
+    | Invite | CommandSubmit | Approve | IncidentsRequest | CasesSearch
 )
 Reply = (
     Pong
@@ -629,6 +791,12 @@ Reply = (
     | TrustedLevels
     | ExecutorWelcome
     | Execute
+    | RoomPush
+    | RoomPosted
+    | CommandEcho
+    | CommandStatus
+    | Incidents
+    | Cases
 )
 
 REQUEST_TAGS: Final = frozenset(t.__struct_config__.tag for t in Request.__args__)
@@ -731,4 +899,25 @@ __all__ += [
     "TrustedLevels",
     "TrustedUpdate",
     "TrustedUpdated",
+]
+
+__all__ += [
+    "Approve",
+    "CaseInfo",
+    "Cases",
+    "CasesSearch",
+    "CommandEcho",
+    "CommandInfo",
+    "CommandStatus",
+    "CommandSubmit",
+    "IncidentInfo",
+    "Incidents",
+    "IncidentsRequest",
+    "Invite",
+    "RoomEvent",
+    "RoomJoin",
+    "RoomLeave",
+    "RoomPosted",
+    "RoomPush",
+    "Say",
 ]

@@ -16,7 +16,9 @@ static const char *const CHANNELS[6] = {"card", "transfer", "mobile", "web", "at
 static const char *const OTHER_TAGS[] = {
     "status", "rules_load", "rules_rollback", "shadow_report", "trusted_load", "hello",
     "trusted_update", "trusted_get", "alert_submit", "key_register", "key_revoke", "key_list",
-    "heartbeat", "received", "resume", "ack", "follow", "who_online", "bye", "open_alerts"};
+    "heartbeat", "received", "resume", "ack", "follow", "who_online", "bye", "open_alerts",
+    "executor_hello", "executed", "say", "join", "leave", "invite", "command", "approve",
+    "incidents", "cases_search"};
 
 static int str_is(const char *s, uint32_t n, const char *lit) {
     size_t m = strlen(lit);

@@ -1,0 +1,1 @@
+"""Incident response: on-call, escalation, rooms, commands, cases."""
