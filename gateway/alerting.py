@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import msgspec
@@ -126,6 +126,17 @@ class _AlertPushOut(msgspec.Struct, array_like=True, tag="alert", tag_field="typ
     attempt: int
 
 
+class _RoomPushOut(msgspec.Struct, array_like=True, tag="room", tag_field="type"):
+    """Encodes exactly as ``wire.RoomPush`` with the room event already encoded."""
+
+    v: int
+    rid: int
+    lane: int
+    seq: int
+    event: msgspec.Raw
+    attempt: int
+
+
 class _OpenAlertsOut(msgspec.Struct, array_like=True, tag="open_alerts_reply",
                      tag_field="type"):
     """Encodes exactly as ``wire.OpenAlerts`` with the alerts already encoded."""
@@ -141,9 +152,10 @@ class _Item:
     """One message of an officer's stream."""
 
     seq: int
-    alert_id: int
-    level: str | None = None  # None: the alert itself; else an ack_sync
+    alert_id: int  # a room item: the incident
+    level: str | None = None  # None: the alert itself; "room": a room event; else an ack_sync
     device: str = ""
+    rseq: int = 0  # a room item: the event's place in the room
 
 
 @dataclass(slots=True)
@@ -159,6 +171,21 @@ class Session:
     follows_all: bool = False
     pages: list[collections.deque[_Item]] = field(default_factory=list)
     lagging: bool = False
+
+
+class Router(Protocol):
+    """Who gets an alert and what happens around it (gateway.incidents, with an on-call
+    file); without one, alerts go to the named recipients or every officer with a key."""
+
+    def recipients(self, alert: wire.Alert) -> list[str] | None:
+        """The officers to page; None: the desk's default routing."""
+
+    def raised(self, alert: wire.Alert, officers: Sequence[str]) -> None:
+        """The alert's journal event was appended (it commits in the same group or
+        before any event appended after this call)."""
+
+    def acknowledged(self, alert_id: int, officer: str, level: str) -> None:
+        """An acknowledgement became durable."""
 
 
 class AlertDesk:
@@ -204,6 +231,12 @@ class AlertDesk:
         self._auth_refused_logged: dict[str, int] = {}
         self._session_base = int.from_bytes(os.urandom(4), "big") << 24
         self._session_n = 0
+        self.router: Router | None = None
+        # other requests of attached devices (incident rooms): (ident, officer, msg)
+        self.extra_client: Callable[[bytes, str, Any], bytes | None] | None = None
+        # (incident, rseq) -> encoded wire.RoomEvent: the newest room events
+        self._room_events: collections.OrderedDict[tuple[int, int], bytes] = (
+            collections.OrderedDict())
         journal.after_group = self.after_group
         self._load()
 
@@ -253,7 +286,9 @@ class AlertDesk:
         alert = build(alert_id, raised)
         body = self._encode(alert)
         lane = int(wire.SEVERITY_LANE[alert.severity])
-        officers = self._route(recipients)
+        routed = (self.router.recipients(alert) if self.router is not None and not recipients
+                  else None)
+        officers = routed if routed is not None else self._route(recipients)
         assigned: list[tuple[str, int, int]] = []
         writes: list[Write] = [(
             "INSERT INTO alerts (alert_id, key, severity, account, raised_ns, recipients, "
@@ -283,6 +318,8 @@ class AlertDesk:
         self.journal.append("alert", self._encode(_AlertEvent(msgspec.Raw(body), key,
                                                               assigned)), writes, durable)
         self.counters.inc(f"alerts.{alert.severity.value}")
+        if self.router is not None:
+            self.router.raised(alert, officers)
         if not officers:
             self.counters.inc("alerts_unrouted")
         return alert_id
@@ -303,10 +340,65 @@ class AlertDesk:
         if tail and tail[-1].seq != item.seq - 1:
             tail.clear()
         tail.append(item)
-        writes.append(("INSERT INTO stream (officer, lane, seq, alert_id, level, device) "
-                       "VALUES (?,?,?,?,?,?)",
-                       [officer, lane, item.seq, item.alert_id, item.level, item.device or None]))
+        writes.append(("INSERT INTO stream (officer, lane, seq, alert_id, level, device, rseq) "
+                       "VALUES (?,?,?,?,?,?,?)",
+                       [officer, lane, item.seq, item.alert_id, item.level, item.device or None,
+                        item.rseq or None]))
         return item.seq
+
+    # -- items of other desks (incident rooms, pages) in the officers' streams --------------
+
+    def add_recipient(self, alert_id: int, officer: str, writes: list[Write],
+                      ) -> tuple[str, int, int] | None:
+        """Put an existing alert into one more officer's stream (an escalation step);
+        None if the officer has it already. Commit with :meth:`commit_items` once the
+        journal event carrying ``writes`` is durable."""
+        recipients = self._recipients_of(alert_id)
+        if recipients is None or officer in recipients:
+            return None
+        now = (*recipients, officer)
+        cached = self._alerts.get(alert_id)
+        if cached is not None:
+            self._alerts[alert_id] = (cached[0], now)
+        writes.append(("UPDATE alerts SET recipients = ? WHERE alert_id = ?",
+                       [",".join(now), alert_id]))
+        lane = self._lane_of(alert_id)
+        return officer, lane, self._assign(officer, lane, _Item(0, alert_id), writes)
+
+    def add_room_event(self, officer: str, incident: int, rseq: int, body: bytes,
+                       writes: list[Write]) -> tuple[str, int, int]:
+        """Append a room event (encoded ``wire.RoomEvent``) to an officer's stream."""
+        self.remember_room_event(incident, rseq, body)
+        lane = int(wire.Lane.HIGH)
+        item = _Item(0, incident, "room", rseq=rseq)
+        seq = self._assign(officer, lane, item, writes)
+        return officer, lane, seq
+
+    def commit_items(self, assigned: Sequence[tuple[str, int, int]]) -> None:
+        for officer, lane, seq in assigned:
+            self._commit(officer, lane, seq)
+
+    def recipients_of(self, alert_id: int) -> tuple[str, ...] | None:
+        return self._recipients_of(alert_id)
+
+    def remember_room_event(self, incident: int, rseq: int, body: bytes) -> None:
+        """Keep a room event at hand (it may be sent before its group commits)."""
+        self._room_events[(incident, rseq)] = body
+        if len(self._room_events) > ALERT_CACHE:
+            self._room_events.popitem(last=False)
+
+    def alert_body(self, alert_id: int) -> bytes | None:
+        """The encoded ``wire.Alert``."""
+        return self._alert_body(alert_id)
+
+    def room_event(self, incident: int, rseq: int) -> bytes | None:
+        """The encoded ``wire.RoomEvent``."""
+        body = self._room_events.get((incident, rseq))
+        if body is not None:
+            return body
+        row = self.db.execute("SELECT body FROM room_events WHERE incident_id = ? AND "
+                              "rseq = ?", (incident, rseq)).fetchone()
+        return bytes(row[0]) if row is not None else None
 
     def _commit(self, officer: str, lane: int, seq: int) -> None:
         heads = self._committed[officer]
@@ -495,6 +587,8 @@ class AlertDesk:
         if isinstance(msg, wire.Bye):
             self._end_session(sess, "detach", notify=False)
             return self._encode(wire.HeartbeatAck(v, msg.rid, 0))
+        if self.extra_client is not None:
+            return self.extra_client(ident, sess.officer, msg)
         raise ProtocolError(ErrorCode.WRONG_ENDPOINT,
                             f"{type(msg).__name__} is not served here", msg.rid)
 
@@ -608,6 +702,8 @@ class AlertDesk:
             self._reply_client(ident, self._encode(
                 wire.Acknowledged(v, msg.rid, msg.alert_id, msg.level, True)))
             self._commit(officer, lane, seq)
+            if self.router is not None:
+                self.router.acknowledged(msg.alert_id, officer, msg.level.value)
 
         self.journal.append("ack", self._encode(_AckEvent(msg.alert_id, officer, sess.device,
                                                           msg.level.value, (lane, seq))),
@@ -642,11 +738,15 @@ class AlertDesk:
         return tuple(x for x in str(row[0]).split(",") if x)
 
     def _lane_of(self, alert_id: int) -> int:
-        body = self._alert_body(alert_id)
-        if body is None:
-            return int(wire.Lane.NORMAL)
-        sev = msgspec.msgpack.decode(body, type=wire.Alert).severity
-        return int(wire.SEVERITY_LANE[sev])
+        row = self.db.execute("SELECT severity FROM alerts WHERE alert_id = ?",
+                              (alert_id,)).fetchone()
+        if row is None:
+            body = self._alert_body(alert_id)  # raised but not committed yet
+            if body is None:
+                return int(wire.Lane.NORMAL)
+            return int(wire.SEVERITY_LANE[msgspec.msgpack.decode(body, type=wire.Alert)
+                                          .severity])
+        return int(wire.SEVERITY_LANE[wire.Severity(row[0])])
 
     def _alert_body(self, alert_id: int) -> bytes | None:
         cached = self._alerts.get(alert_id)
@@ -670,10 +770,11 @@ class AlertDesk:
         if not page or page[0].seq != seq:
             page.clear()
             rows = self.db.execute(
-                "SELECT seq, alert_id, level, device FROM stream WHERE officer = ? AND "
+                "SELECT seq, alert_id, level, device, rseq FROM stream WHERE officer = ? AND "
                 "lane = ? AND seq >= ? ORDER BY seq LIMIT ?",
                 (sess.officer, lane, seq, PAGE)).fetchall()
-            page.extend(_Item(int(r[0]), int(r[1]), r[2], r[3] or "") for r in rows)
+            page.extend(_Item(int(r[0]), int(r[1]), r[2], r[3] or "", int(r[4] or 0))
+                        for r in rows)
             self.counters.inc("delivery_pages_read")
             if not page or page[0].seq != seq:
                 return None
@@ -703,6 +804,13 @@ class AlertDesk:
                     stream.sent[lane] = seq - 1
                     return
                 out = self._encode(_AlertPushOut(v, 0, lane, seq, msgspec.Raw(body), attempt))
+            elif item.level == "room":
+                body = self.room_event(item.alert_id, item.rseq)
+                if body is None:
+                    self.counters.inc("delivery_missing_items")
+                    stream.sent[lane] = seq - 1
+                    return
+                out = self._encode(_RoomPushOut(v, 0, lane, seq, msgspec.Raw(body), attempt))
             else:
                 out = self._encode(wire.AckSync(v, 0, wire.Lane(lane), seq, item.alert_id,
                                                 sess.officer, item.device,

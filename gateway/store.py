@@ -71,6 +71,116 @@ MIGRATIONS: Final[list[str]] = [
         revoked_ms    INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 3: incident response (gateway.incidents); rows derived from journal events, except
+    # the ladder progress and command state columns, which the journal events also carry
+    """
+    ALTER TABLE stream ADD COLUMN rseq INTEGER;
+    CREATE TABLE incidents (
+        incident_id   INTEGER PRIMARY KEY,
+        account       INTEGER NOT NULL,
+        family        TEXT NOT NULL,
+        severity      TEXT NOT NULL,
+        title         TEXT NOT NULL,
+        region        TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        opened_ns     INTEGER NOT NULL,
+        last_alert_ns INTEGER NOT NULL,
+        resolved_ns   INTEGER NOT NULL DEFAULT 0,
+        first_alert   INTEGER NOT NULL,
+        ladder        TEXT NOT NULL,
+        ladder_next   INTEGER NOT NULL DEFAULT 0,
+        ladder_fired  TEXT NOT NULL DEFAULT '',
+        similar       TEXT NOT NULL DEFAULT '',
+        jseq          INTEGER NOT NULL
+    );
+    CREATE INDEX incidents_status ON incidents (status);
+    CREATE TABLE incident_alerts (
+        incident_id INTEGER NOT NULL,
+        alert_id    INTEGER NOT NULL,
+        PRIMARY KEY (incident_id, alert_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX incident_alerts_alert ON incident_alerts (alert_id);
+    CREATE TABLE members (
+        incident_id INTEGER NOT NULL,
+        officer     TEXT NOT NULL,
+        via         TEXT NOT NULL,
+        joined_ns   INTEGER NOT NULL,
+        left_ns     INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (incident_id, officer)
+    ) WITHOUT ROWID;
+    CREATE TABLE room_events (
+        incident_id INTEGER NOT NULL,
+        rseq        INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        ts_ns       INTEGER NOT NULL,
+        body        BLOB NOT NULL,
+        jseq        INTEGER NOT NULL,
+        PRIMARY KEY (incident_id, rseq)
+    ) WITHOUT ROWID;
+    CREATE TABLE pages (
+        attempt_id  TEXT PRIMARY KEY,
+        incident_id INTEGER NOT NULL,
+        step        INTEGER NOT NULL,
+        officer     TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        sent_ns     INTEGER NOT NULL,
+        done_ns     INTEGER NOT NULL,
+        ok          INTEGER NOT NULL,
+        reply       TEXT NOT NULL
+    );
+    CREATE INDEX pages_incident ON pages (incident_id);
+    CREATE TABLE commands (
+        request_id  INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL,
+        maker       TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        command     TEXT NOT NULL,
+        account     INTEGER NOT NULL,
+        amount      INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        approvals   INTEGER NOT NULL,
+        approvers   TEXT NOT NULL,
+        created_ns  INTEGER NOT NULL,
+        expires_ns  INTEGER NOT NULL,
+        approved_ns INTEGER NOT NULL DEFAULT 0,
+        done_ns     INTEGER NOT NULL DEFAULT 0,
+        result      TEXT NOT NULL DEFAULT '',
+        reference   TEXT NOT NULL DEFAULT '',
+        UNIQUE (maker, key)
+    );
+    CREATE INDEX commands_state ON commands (state);
+    CREATE TABLE votes (
+        request_id INTEGER NOT NULL,
+        officer    TEXT NOT NULL,
+        approve    INTEGER NOT NULL,
+        reason     TEXT NOT NULL,
+        ts_ns      INTEGER NOT NULL,
+        PRIMARY KEY (request_id, officer)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER votes_no_update BEFORE UPDATE ON votes
+        BEGIN SELECT RAISE(ABORT, 'votes are never changed'); END;
+    CREATE TRIGGER votes_no_delete BEFORE DELETE ON votes
+        BEGIN SELECT RAISE(ABORT, 'votes are never deleted'); END;
+    CREATE TABLE frozen_accounts (
+        account    INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL,
+        frozen_ns  INTEGER NOT NULL
+    );
+    CREATE TABLE cases (
+        case_id     INTEGER PRIMARY KEY,
+        summary     TEXT NOT NULL,
+        tags        TEXT NOT NULL,
+        rules       TEXT NOT NULL,
+        actions     TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        notes       TEXT NOT NULL,
+        resolved_ns INTEGER NOT NULL
+    );
+    CREATE VIRTUAL TABLE cases_fts USING fts5(
+        summary, tags, rules, actions, outcome, notes, content='cases', content_rowid='case_id');
+    """,
 ]
 
 
