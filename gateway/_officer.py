@@ -40,7 +40,7 @@ from gateway.transport import DealerConnection, open_dealer
 
 log = logging.getLogger(__name__)
 
-StreamItem = wire.AlertPush | wire.AckSync
+StreamItem = wire.AlertPush | wire.AckSync | wire.RoomPush
 HEARTBEAT_S: Final = 1.0
 CONFIRM_S: Final = 0.005  # a critical item is confirmed within this long
 
@@ -91,7 +91,7 @@ class OfficerClient:
 
     def _on_push(self, msg: Any) -> None:
         """Messages the node sent without a request (rid 0); from the socket owner task."""
-        if isinstance(msg, wire.AlertPush | wire.AckSync):
+        if isinstance(msg, wire.AlertPush | wire.AckSync | wire.RoomPush):
             if self._held is not None:  # attaching: wait for the welcome's cursors
                 self._held.append(msg)
                 return
@@ -250,6 +250,90 @@ class OfficerClient:
                                     wire.OpenAlerts)
         return [(a, wire.AckLevel(lv) if lv else None)
                 for a, lv in zip(reply.alerts, reply.levels, strict=True)]
+
+    # -- incident rooms ---------------------------------------------------------------------
+
+    async def room_events(self) -> AsyncIterator[wire.RoomEvent]:
+        """The room events of the stream (other items are taken and passed over)."""
+        while True:
+            item = await self.next()
+            if isinstance(item, wire.RoomPush):
+                yield item.event
+
+    async def say(self, incident: int, text: str) -> int:
+        """Post a message to an incident room; its place in the room once durable."""
+        if text.lstrip().startswith("/"):
+            raise ValueError("a command goes through echo_command() and command()")
+        reply = await self._request(wire.Say(wire.PROTOCOL_VERSION, self._conn.next_rid(),
+                                             incident, text), wire.RoomPosted)
+        return int(reply.rseq)
+
+    async def echo_command(self, incident: int, line: str) -> wire.CommandEcho:
+        """Have the node parse a typed command (``/freeze 1001 card testing``) and say what
+        it would request and which approvals it needs; nothing is requested yet."""
+        echo: wire.CommandEcho = await self._request(
+            wire.Say(wire.PROTOCOL_VERSION, self._conn.next_rid(), incident, line),
+            wire.CommandEcho)
+        return echo
+
+    async def command(self, incident: int, command: str, *, account: int = 0,
+                      amount: int = 0, reason: str = "", key: str | None = None,
+                      ) -> wire.CommandStatus:
+        """Request a command (confirm an echo). The same ``key`` names the same request,
+        so a retry never makes a second one; a fresh key is made when none is given."""
+        msg = wire.CommandSubmit(wire.PROTOCOL_VERSION, self._conn.next_rid(), incident,
+                                 command, key or os.urandom(12).hex(), account, amount, reason)
+        status: wire.CommandStatus = await self._request(msg, wire.CommandStatus)
+        return status
+
+    async def confirm(self, echo: wire.CommandEcho, *, key: str | None = None,
+                      ) -> wire.CommandStatus:
+        """Request the command an echo showed."""
+        return await self.command(echo.incident, echo.command, account=echo.account,
+                                  amount=echo.amount, reason=echo.reason, key=key)
+
+    async def approve(self, request_id: int, *, approve: bool = True, reason: str = "",
+                      ) -> wire.CommandStatus:
+        """Approve (or reject) another officer's command request as a checker."""
+        status: wire.CommandStatus = await self._request(
+            wire.Approve(wire.PROTOCOL_VERSION, self._conn.next_rid(), request_id, approve,
+                         reason), wire.CommandStatus)
+        return status
+
+    async def reject(self, request_id: int, reason: str = "") -> wire.CommandStatus:
+        return await self.approve(request_id, approve=False, reason=reason)
+
+    async def join(self, incident: int) -> int:
+        """Join an incident room: its whole history comes in the stream, in order."""
+        reply = await self._request(wire.RoomJoin(wire.PROTOCOL_VERSION,
+                                                  self._conn.next_rid(), incident),
+                                    wire.RoomPosted)
+        return int(reply.rseq)
+
+    async def leave(self, incident: int) -> int:
+        reply = await self._request(wire.RoomLeave(wire.PROTOCOL_VERSION,
+                                                   self._conn.next_rid(), incident),
+                                    wire.RoomPosted)
+        return int(reply.rseq)
+
+    async def invite(self, incident: int, officer: str) -> int:
+        reply = await self._request(wire.Invite(wire.PROTOCOL_VERSION, self._conn.next_rid(),
+                                                incident, officer), wire.RoomPosted)
+        return int(reply.rseq)
+
+    async def incidents(self, *, open_only: bool = True, limit: int = 100,
+                        ) -> list[wire.IncidentInfo]:
+        reply = await self._request(wire.IncidentsRequest(wire.PROTOCOL_VERSION,
+                                                          self._conn.next_rid(), open_only,
+                                                          limit), wire.Incidents)
+        return list(reply.incidents)
+
+    async def search_cases(self, query: str, limit: int = 10) -> list[wire.CaseInfo]:
+        """Full-text search of the case library (SQLite FTS5 query syntax)."""
+        reply = await self._request(wire.CasesSearch(wire.PROTOCOL_VERSION,
+                                                     self._conn.next_rid(), query, limit),
+                                    wire.Cases)
+        return list(reply.cases)
 
     async def follow(self, officers: Sequence[str] = ()) -> list[wire.PresenceEntry]:
         """Receive presence changes of ``officers`` (all when empty); their state now."""

@@ -61,6 +61,11 @@ class DeliverySection(Struct, forbid_unknown_fields=True, kw_only=True):
     offline_after_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 3500
 
 
+class IncidentSection(Struct, forbid_unknown_fields=True, kw_only=True):
+    oncall: str = ""
+    policy: str = ""
+
+
 # -- regional fabric (gateway.fabric; semantic checks in gateway/fabric/_directory.py) ----
 
 RegionName = Annotated[str, Meta(pattern=r"^[a-z0-9-]{1,32}$")]
@@ -103,6 +108,7 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
     ingest: IngestSection = msgspec.field(default_factory=IngestSection)
     delivery: DeliverySection = msgspec.field(default_factory=DeliverySection)
+    incident: IncidentSection = msgspec.field(default_factory=IncidentSection)
     fabric: FabricSection = msgspec.field(default_factory=FabricSection)
 
 
@@ -147,6 +153,14 @@ rto_ms = 2500              # redeliver after this long without confirmation (dou
                            # devices confirm with each heartbeat (1 s), critical at once
 max_rto_ms = 30000         # longest wait between redeliveries
 offline_after_ms = 3500    # a device without heartbeat this long is offline
+
+[incident]                 # incident response (docs/protocol.md, "Incident response")
+oncall = ""                # on-call file: officers, roles, shifts, routes, escalation
+                           # ladders, channels (`gateway incident example`); "" = off:
+                           # alerts go to named recipients or every officer with a key
+policy = ""                # command policy file (`gateway incident policy-example`);
+                           # "" = the embedded default: 1 approval for freeze, unfreeze,
+                           # limit and revoke-trust, maker and checker always differ
 
 [fabric]                   # regional fabric: one node per region (docs/protocol.md)
 bind = ""                  # this node's fabric endpoint (ROUTER); "" = no fabric

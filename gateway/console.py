@@ -504,8 +504,9 @@ class ConsoleApp(App[None]):
     def _take(self, item: StreamItem) -> None:
         if isinstance(item, wire.AlertPush):
             self.table.add(item.alert, self.source.acked.get(item.alert.alert_id))
-        else:
+        elif isinstance(item, wire.AckSync):
             self._reach(item.alert_id, item.level, item.device)
+        # room events: the console lists alerts; rooms are worked in the officer app
 
     def _reach(self, alert_id: int, level: wire.AckLevel, device: str) -> None:
         row = self.table.reach(alert_id, level, device)

@@ -654,10 +654,10 @@ class IncidentDesk:
              cmd.reason, "pending", rule.approvals, ",".join(sorted(rule.approvers)), now,
              expires])]
         self._requests[rid] = req
-        info = self._info(req, "pending")
 
-        def answer() -> None:
-            self._reply_client(ident, self._encode(wire.CommandStatus(v, msg.rid, info)))
+        def answer() -> None:  # the state once durable (approved, executed, ...)
+            self._reply_client(ident, self._encode(wire.CommandStatus(v, msg.rid,
+                                                                      self._info(req))))
 
         self._post(inc, "command", officer, f"request {rid}: {cmd.text()} ({need})",
                    {"request": str(rid), "command": cmd.name, "account": str(cmd.account),
@@ -682,6 +682,10 @@ class IncidentDesk:
         if inc is None:
             raise ProtocolError(ErrorCode.REQUEST_CLOSED, f"incident {req.incident} is "
                                 "resolved", msg.rid)
+        if officer not in inc.members:
+            self.counters.inc("room_refused_not_member")
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"{officer} is not in the room of "
+                                f"incident {inc.id}: a checker joins it first", msg.rid)
         now = self._clock_ns()
         self._expire_one(req, now)
         try:
@@ -1067,6 +1071,10 @@ class IncidentDesk:
             while True:
                 await anyio.sleep(TICK_S)
                 self.tick()
+
+    def close(self) -> None:
+        self._jobs_send.close()
+        self._jobs_recv.close()
 
     async def _run_jobs(self, tg: anyio.abc.TaskGroup) -> None:
         async for job in self._jobs_recv:

@@ -29,6 +29,9 @@ from gateway.counters import Counters, LatencyHistogram
 from gateway.errors import ErrorCode, GatewayError, ProtocolError
 from gateway.fabric import fabric_enabled
 from gateway.fabric_node import Fabric, Local
+from gateway.incident._commands import load_policy
+from gateway.incident._oncall import load_oncall
+from gateway.incidents import IncidentDesk
 from gateway.ingest import (
     AlertRecord,
     IngestSettings,
@@ -74,6 +77,16 @@ class Node:
                                       rto_ms=d.rto_ms, max_rto_ms=d.max_rto_ms,
                                       offline_after_ms=d.offline_after_ms))
         self.engine = self._open_engine()
+        self.incidents: IncidentDesk | None = None  # with [incident] oncall
+        if config.incident.oncall:
+            self.incidents = IncidentDesk(
+                desk=self.desk, journal=self.journal, counters=self.counters,
+                oncall=load_oncall(config.incident.oncall),
+                policy=load_policy(config.incident.policy), node_name=config.node.name,
+                region=config.node.region, freeze=self._freeze)
+            for account in self.incidents.frozen_accounts():
+                self.engine.freeze_account(account)
+            self.desk.extra_client = self.incidents.on_client
         if config.node.trusted:
             n = self.engine.load_trusted(config.node.trusted)
             self.counters.inc("trusted_loaded", n)
@@ -165,6 +178,10 @@ class Node:
             self.desk.bind(reply_client=lambda ident, body: clients.send_nowait(ident, body, 0),
                            reply_service=lambda ident, body: services.send_nowait(ident, body),
                            push=clients.send_nowait)
+            if self.incidents is not None:
+                self.incidents.bind(
+                    reply_client=lambda ident, body: clients.send_nowait(ident, body, 0),
+                    send_service=lambda ident, body: services.send_nowait(ident, body))
             if self.fabric is not None:
                 self._open_fabric(ctx)
             metrics = None
@@ -179,6 +196,8 @@ class Node:
                 tg.start_soon(zap.run)
                 tg.start_soon(self.journal.run)
                 tg.start_soon(self.desk.run_ticks)
+                if self.incidents is not None:
+                    tg.start_soon(self.incidents.run)
                 for ep, sock in self.endpoints.items():
                     tg.start_soon(sock.serve, handlers[ep])
                 if self.ingest is not None:
@@ -196,6 +215,8 @@ class Node:
             zap.close()
             if self.fabric is not None:
                 self.fabric.close()
+            if self.incidents is not None:
+                self.incidents.close()
             ctx.term()
             self.journal.close()
             self.store.close()
@@ -354,6 +375,12 @@ class Node:
             if isinstance(msg, wire.TrustedUpdate | wire.TrustedGet) or (
                     isinstance(msg, wire.TrustedLoad) and self.fabric is not None):
                 return self._trusted_fabric(msg)
+            if isinstance(msg, wire.ExecutorHello | wire.Executed | wire.IncidentsRequest
+                          | wire.CasesSearch):
+                if self.incidents is None:
+                    raise ProtocolError(ErrorCode.INVALID, "incident response is off on this "
+                                        "node (set [incident] oncall)", msg.rid)
+                return self.incidents.on_service(ident, msg)
             if isinstance(msg, wire.TrustedLoad):
                 n = self.engine.load_trusted(msg.path)
                 self.counters.inc("trusted_loaded", n)
@@ -401,6 +428,14 @@ class Node:
         if isinstance(msg, wire.TrustedLoad):
             return self.fabric.trusted_load(msg.rid, msg.path)
         return self.fabric.trusted_update(msg.rid, [(e.account, e.level) for e in msg.entries])
+
+    def _freeze(self, account: int, frozen: bool) -> None:
+        """An approved freeze (or unfreeze) in this node's scoring: the account's next
+        payment is decided frozen, on the native ingest thread too."""
+        if frozen:
+            self.engine.freeze_account(account)
+        else:
+            self.engine.unfreeze_account(account)
 
     @contextlib.contextmanager
     def _engine_lent(self) -> Iterator[ScoringEngine]:
@@ -451,6 +486,8 @@ class Node:
             out[f"endpoint.{ep.value}"] = url
         out["clients_server_key"] = self.server_keys.public
         out.update(self.desk.status())
+        if self.incidents is not None:
+            out.update(self.incidents.status())
         if self.fabric is not None:
             out.update(self.fabric.status_info())
         return out

@@ -53,7 +53,7 @@ class DeviceLog:
     out_of_order: int = 0
     items: int = 0
 
-    def take(self, item: wire.AlertPush | wire.AckSync) -> None:
+    def take(self, item: wire.AlertPush | wire.AckSync | wire.RoomPush) -> None:
         lane = int(item.lane)
         if item.seq != self.last[lane] + 1:
             if item.seq <= self.last[lane]:
@@ -103,7 +103,7 @@ class SoakReport:
 class NodeProcess:
     """``gateway node`` in a subprocess on fixed ports, so it can be killed and restarted."""
 
-    def __init__(self, data_dir: Path, *, name: str = "soak-node") -> None:
+    def __init__(self, data_dir: Path, *, name: str = "soak-node", extra: str = "") -> None:
         self.data_dir = data_dir
         self.ports = {k: free_port() for k in ("ingest", "clients", "services")}
         self.urls = {k: f"tcp://127.0.0.1:{p}" for k, p in self.ports.items()}
@@ -112,7 +112,8 @@ class NodeProcess:
             f'[node]\nname = "{name}"\nregion = "soak"\ndata_dir = "{data_dir}"\n'
             f'log_level = "warning"\n[endpoints]\n'
             + "".join(f'{k} = "{u}"\n' for k, u in self.urls.items())
-            + "[delivery]\noffline_after_ms = 2000\nrto_ms = 300\nmax_rto_ms = 2000\n",
+            + "[delivery]\noffline_after_ms = 2000\nrto_ms = 300\nmax_rto_ms = 2000\n"
+            + extra,
             encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{name}.log"

@@ -55,7 +55,7 @@ class StepEntry(Struct, forbid_unknown_fields=True, kw_only=True):
     after_s: Annotated[float, Meta(ge=0, le=86_400)] = 0
     when: Literal["unacknowledged", "unresolved", "always"] = "unacknowledged"
     to: list[str] = []  # officer ids and "role:NAME" (on call now); [] = the route's roles
-    channels: list[str] = [APP]
+    channels: list[str] = msgspec.field(default_factory=lambda: [APP])
     mode: Literal["first", "all"] = "first"  # first: next channel only if one fails
     require_all: bool = False  # acknowledged only when every recipient of this step did
 
