@@ -23,9 +23,11 @@ from gateway import wire
 from gateway.auth import OfficerKey, new_keypair
 from gateway.client import open_officer
 from gateway.codec import Endpoint
-from gateway.config import Config, EndpointsSection, NodeSection
+from gateway.config import Config, EndpointsSection, IncidentSection, NodeSection
 from gateway.counters import LatencyHistogram
+from gateway.demo_incident import SceneReport, run_scene, scene_secret, write_oncall
 from gateway.errors import GatewayError
+from gateway.incident.receivers import SmtpReceiver, WebhookReceiver
 from gateway.node import Node
 from gateway.runtime import Loop, run
 from gateway.scoring import TransactionGenerator, write_trusted_file
@@ -51,6 +53,7 @@ class DemoStats:
     alert_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     started: float = field(default_factory=time.monotonic)
     finished: float = 0.0
+    scene: SceneReport | None = None
 
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started
@@ -154,15 +157,21 @@ def _table(stats: DemoStats, node: Node, seconds: float) -> Table:
 
 async def _demo(seconds: float, rate: int, officers: int, seed: int, live: bool,
                 console: Console) -> DemoStats:
-    with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp:
+    secret = scene_secret()
+    with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp, \
+            WebhookReceiver(secret.encode()) as sms, SmtpReceiver() as mail:
         gen = TransactionGenerator(seed=seed)
         trusted_path = Path(tmp) / "trusted.csv"
         n_trusted = write_trusted_file(trusted_path, gen.n_trusted)
+        oncall = write_oncall(Path(tmp) / "oncall.toml",
+                              load_officers=[f"officer-{i + 1}" for i in range(officers)],
+                              sms_url=sms.url, sms_secret=secret, smtp_port=mail.port)
         cfg = Config(
             node=NodeSection(name="demo-node", region="demo", data_dir=str(Path(tmp) / "data"),
                              trusted=str(trusted_path)),
             endpoints=EndpointsSection(ingest="tcp://127.0.0.1:*", clients="tcp://127.0.0.1:*",
                                        services="tcp://127.0.0.1:*"),
+            incident=IncidentSection(oncall=str(oncall)),
         )
         node = Node(cfg, out=io.StringIO(), handle_signals=False)
         console.print(f"[bold]risk-gateway demo[/]: node {cfg.node.name}, default rules "
@@ -212,6 +221,14 @@ async def _demo(seconds: float, rate: int, officers: int, seed: int, live: bool,
             with anyio.move_on_after(1.0):
                 while stats.alerts_received < officers * _alerts_raised(node):
                     await anyio.sleep(0.02)
+            console.print("[bold]incident scene[/]: a ten-million transfer, a freeze with "
+                          "maker-checker approval, escalation by SMS and e-mail")
+            try:
+                stats.scene = await run_scene(node, Path(tmp), console.print)
+            except TimeoutError:
+                console.print("[red]incident scene did not finish in time[/]")
+            console.print(f"  SMS provider received {len(sms.received)}, mail server "
+                          f"received {len(mail.messages)}")
             tg.cancel_scope.cancel()
         return stats
 
@@ -247,6 +264,16 @@ def _summary(stats: DemoStats, console: Console) -> None:
         f"p99 {stats.round_trip.percentile_us(0.99) / 1000:.2f} ms",
         f"  errors                 {stats.errors}, busy replies {stats.busy}",
     ]
+    sc = stats.scene
+    if sc is not None:
+        lines += [
+            f"  incident {sc.incident:<15} room open {sc.alert_to_room_ms:.1f} ms after the "
+            f"alert; escalated by SMS and e-mail ({sc.pages} pages)",
+            f"  alert -> freeze        {sc.alert_to_freeze_ms:.1f} ms (requested, approved "
+            f"by a second officer, in scoring); next payment {sc.next_payment}",
+            f"  alert -> executed      {sc.alert_to_executed_ms:.1f} ms (core banking, "
+            "idempotency key)",
+        ]
     console.print(Group(*lines))
 
 
@@ -260,6 +287,9 @@ def run_demo(*, seconds: float = 10.0, rate: int = 20_000, officers: int = 3, se
     ok = stats.errors == 0 and stats.decided == stats.sent and stats.decided > 0
     if not ok:
         console.print("[red]demo failed: not every payment got a decision[/]")
+    if stats.scene is None or not stats.scene.alert_to_freeze_ms:
+        console.print("[red]demo failed: the incident scene did not freeze the account[/]")
+        ok = False
     return 0 if ok else 1
 
 

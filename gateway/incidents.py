@@ -289,8 +289,15 @@ class IncidentDesk:
     def recipients(self, alert: wire.Alert) -> list[str] | None:
         oc = self.oncall
         facts = self._facts(alert)
+        route = oc.route(facts)
+        if route is None:
+            self.counters.inc("incident_alerts_unrouted")
+            log.warning("alert %d (%s, %s, %s) matches no route of the on-call file",
+                        alert.alert_id, facts.severity, facts.kind, facts.family)
+            return []
         now = self._clock_ns()
-        if oc.opens_incident(facts.severity):
+        opens = route.incident and oc.opens_incident(facts.severity)
+        if opens:
             iid = self._groups.get((facts.account, facts.family))
             inc = self._incidents.get(iid) if iid is not None else None
             window = oc.settings.group_window_s * 1_000_000_000
@@ -298,16 +305,10 @@ class IncidentDesk:
                 self._decided[alert.alert_id] = ("join", inc.id)
                 self.counters.inc("incident_alerts_grouped")
                 return []  # no page: the alert is posted in the incident's room
-        route = oc.route(facts)
-        if route is None:
-            self.counters.inc("incident_alerts_unrouted")
-            log.warning("alert %d (%s, %s, %s) matches no route of the on-call file",
-                        alert.alert_id, facts.severity, facts.kind, facts.family)
-            return []
         when = dt.datetime.fromtimestamp(now / 1e9, dt.UTC)
         roles = frozenset(route.roles)
         officers = oc.on_call(roles, facts.region, when)
-        if oc.opens_incident(facts.severity):
+        if opens:
             ladder = oc.freeze_ladder(oc.ladder_for(route, facts.severity), roles,
                                       facts.region, when)
             self._decided[alert.alert_id] = ("open", (facts, officers, ladder))

@@ -49,6 +49,7 @@ class RouteEntry(Struct, forbid_unknown_fields=True, kw_only=True):
     family: list[str] = []  # rule family (the fired rule id up to the first "." or "-")
     roles: list[Role]
     ladder: str = ""  # "" = the ladder named after the alert's severity, if any
+    incident: bool = True  # false: deliver in-app only, never open an incident
 
 
 class StepEntry(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -351,6 +352,7 @@ kind = []                  # decision | submitted | relayed; [] = any
 family = []                # rule family: the fired rule id up to the first "." or "-"
 roles = ["risk", "aml"]    # on-call officers of these roles receive the alert
 ladder = ""                # escalation ladder; "" = the ladder named after the severity
+incident = true            # false: only deliver the alert in-app (no incident, no room)
 
 [[ladders.critical]]       # steps in time order, frozen when the incident opens
 after_s = 0                # seconds after the incident opened
