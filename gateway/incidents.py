@@ -207,6 +207,7 @@ class IncidentDesk:
         self._executors: dict[bytes, _Executor] = {}
         self._jobs_send, self._jobs_recv = anyio.create_memory_object_stream[_PageJob](10_000)
         self._limiter = anyio.CapacityLimiter(ADAPTER_THREADS)
+        self._resume: list[_PageJob] = []  # pages a previous run left unfinished
         self._load()
         desk.router = self
 
@@ -245,6 +246,8 @@ class IncidentDesk:
                            int(r[6]), int(r[7]), int(r[8]), alerts, members, delivered, head,
                            ladder, [int(x) for x in str(r[12]).split(",") if x], acked)
             self._index(inc)
+            if ladder is not None:
+                self._unfinished_pages(inc, ladder)
         for r in db.execute(
                 "SELECT request_id, incident_id, maker, key, command, account, amount, reason, "
                 "state, approvals, approvers, created_ns, expires_ns, approved_ns "
@@ -262,6 +265,26 @@ class IncidentDesk:
         if self._requests:
             log.info("incidents: %d command requests open (approved ones are dispatched "
                      "again with their keys)", len(self._requests))
+
+    def _unfinished_pages(self, inc: Incident, ladder: Ladder) -> None:
+        """Pages of fired steps that the previous run did not finish (it stopped while an
+        adapter was working): they are sent again when the desk runs."""
+        done: dict[tuple[int, str], list[tuple[str, bool]]] = {}
+        for step, officer, channel, ok in self.db.execute(
+                "SELECT step, officer, channel, ok FROM pages WHERE incident_id = ? "
+                "ORDER BY done_ns", (inc.id,)):
+            done.setdefault((int(step) - 1, str(officer)), []).append((str(channel), bool(ok)))
+        for i in ladder.fired:
+            st = ladder.steps[i]
+            for officer in st.to:
+                tried = done.get((i, officer), [])
+                if st.mode == "all":
+                    seen = {c for c, _ in tried}
+                    self._resume.extend(_PageJob(inc.id, i, officer, st.channels, "all", k)
+                                        for k, c in enumerate(st.channels) if c not in seen)
+                elif not any(ok for _, ok in tried) and len(tried) < len(st.channels):
+                    self._resume.append(_PageJob(inc.id, i, officer, st.channels, "first",
+                                                 len(tried)))
 
     def frozen_accounts(self) -> list[int]:
         return [_u64(int(a)) for a, in self.db.execute("SELECT account FROM frozen_accounts")]
@@ -1069,6 +1092,12 @@ class IncidentDesk:
         """Ladder and dispatch ticks, and the adapter calls (worker threads)."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run_jobs, tg)
+            if self._resume:
+                log.info("incidents: sending %d pages again that the last run did not "
+                         "finish", len(self._resume))
+            for job in self._resume:
+                self._page(job)
+            self._resume = []
             while True:
                 await anyio.sleep(TICK_S)
                 self.tick()

@@ -282,3 +282,41 @@ async def test_resolve_files_a_case_that_later_incidents_find(node_config: Confi
             infos = await alice.incidents()
             assert [i.incident for i in infos] == [opened.incident]
             assert infos[0].similar == [incident]
+
+
+async def test_a_page_cut_short_by_a_stop_is_sent_after_the_restart(
+        node_config: Config, tmp_path: Path) -> None:
+    import socket
+
+    # an SMS provider that accepts the connection and never answers: the node stops while
+    # its adapter waits, so no result of that attempt is recorded
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        cfg = with_oncall(node_config, tmp_path, oncall_toml(
+            sms_url=f"http://127.0.0.1:{silent.getsockname()[1]}/", step2_after_s=0,
+            mode="all").replace('channels = ["sms", "email"]', 'channels = ["sms"]'))
+        async with running_node(cfg) as node:
+            await register_officer(node, "alice")
+            await submit(node, "resume-1")
+            await wait_until(lambda: any(k == "escalation" and "step 2" in t for k, t in
+                                         _room_texts(node)), what="step 2 fired")
+            assert node.store.db.execute("SELECT count(*) FROM pages WHERE channel = 'sms'"
+                                         ).fetchone()[0] == 0
+    finally:
+        silent.close()
+    with WebhookReceiver(SECRET) as sms:
+        cfg = with_oncall(node_config, tmp_path, oncall_toml(sms_url=sms.url))
+        async with running_node(cfg) as node:
+            got = await anyio.to_thread.run_sync(sms.wait_for, 2, 10.0)
+            await wait_until(lambda: node.store.db.execute(
+                "SELECT count(*) FROM pages WHERE channel = 'sms' AND ok = 1").fetchone()[0]
+                == 2, what="both pages recorded")
+    assert sorted(p["to"] for p in got) == ["+15550001", "+15550002"]
+    assert len(sms.received) == 2  # sent again once, not once per restart or per step
+
+
+def _room_texts(node: Node) -> list[tuple[str, str]]:
+    return [(str(k), msgspec.msgpack.decode(b, type=wire.RoomEvent).text) for k, b in
+            node.store.db.execute("SELECT kind, body FROM room_events ORDER BY rseq")]
