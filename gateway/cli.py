@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from gateway import __version__, cli_delivery, wire
+from gateway import __version__, cli_delivery, cli_incident, wire
 from gateway.codec import ReplyCodec
 from gateway.config import CONFIG_REFERENCE, Config, check_config, load_config
 from gateway.errors import ConfigError, GatewayError, RemoteError
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         " time with 1 million journal events.")
 
     cli_delivery.add_parsers(sub, _services_arg)
+    cli_incident.add_parsers(sub)
 
     config = sub.add_parser("config", help="print the configuration reference",
                             description="Print every config key with its default.")
@@ -381,7 +382,9 @@ COMMANDS = {"node": _cmd_node, "status": _cmd_status, "rules": _cmd_rules,
             "journal": cli_delivery.cmd_journal,
             "alert": lambda a: cli_delivery.cmd_alert(a, _request),
             "console": cli_delivery.cmd_console,
-            "soak": cli_delivery.cmd_soak}
+            "soak": cli_delivery.cmd_soak,
+            "incident": cli_incident.cmd_incident,
+            "cases": cli_incident.cmd_cases}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -190,6 +190,8 @@ table = []                 # table: [[1001, "eu"], [1002, "us"], ...]
 table_file = ""            # table: a file of `account,region` lines (added to `table`)
 """
 
+T = TypeVar("T")
+
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
@@ -203,6 +205,24 @@ def _split_error(exc: msgspec.ValidationError) -> tuple[str, str]:
         path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
         reason = "unknown key"
     return path or "<top>", reason
+
+
+def convert_checked(data: object, typ: type[T], source: str) -> T:
+    """``msgspec.convert`` with errors as :class:`ConfigError` naming the key; an error
+    inside a table of named entries (``[ladders.critical]``) names the entry."""
+    try:
+        return msgspec.convert(data, typ)
+    except msgspec.ValidationError as exc:
+        key, reason = _split_error(exc)
+    section = key.split("[...]", 1)[0] if "[...]" in key else ""
+    if section and isinstance(data, dict) and isinstance(data.get(section), dict):
+        for name, value in data[section].items():
+            try:
+                msgspec.convert({**data, section: {name: value}}, typ)
+            except msgspec.ValidationError:
+                key = key.replace("[...]", f".{name}", 1)
+                break
+    raise ConfigError(source, key, reason)
 
 
 def load_config(path: str | Path | None) -> Config:

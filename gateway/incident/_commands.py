@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-import msgspec
 from msgspec import Meta, Struct
 
 from gateway.errors import ConfigError
@@ -68,6 +67,8 @@ class Command:
 
 
 def _account(word: str, usage: str) -> int:
+    if not re.fullmatch(r"[0-9][0-9_]*", word):
+        raise CommandSyntaxError(f"{word!r} is not an account number; {usage}")
     try:
         value = int(word.replace("_", ""), 10)
     except ValueError:
@@ -104,6 +105,8 @@ def parse_command(text: str) -> Command:
         if len(words) < 2:
             raise CommandSyntaxError(usage)
         try:
+            if not re.fullmatch(r"-?[0-9][0-9_]*", words[1]):
+                raise ValueError(words[1])
             amount = int(words[1].replace("_", ""), 10)
         except ValueError:
             raise CommandSyntaxError(f"{words[1]!r} is not an amount; {usage}") from None
@@ -170,14 +173,9 @@ class Policy:
 
 
 def parse_policy(data: object, source: str = "<policy>") -> Policy:
-    from gateway.config import _split_error
+    from gateway.config import convert_checked
 
-    try:
-        parsed = msgspec.convert(data, PolicyFile)
-    except msgspec.ValidationError as exc:
-        key, reason = _split_error(exc)
-        raise ConfigError(source, key, reason) from None
-    return Policy(parsed, source)
+    return Policy(convert_checked(data, PolicyFile, source), source)
 
 
 def load_policy(path: str | Path | None) -> Policy:

@@ -130,7 +130,7 @@ def parse_shift(text: str) -> Shift:
         else:
             raise ValueError(f"shift {text!r}: unknown day {part!r}")
     h1, m1, h2, m2 = (int(m.group(k)) for k in ("h1", "m1", "h2", "m2"))
-    if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
+    if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2):
         raise ValueError(f"shift {text!r}: not a time of day")
     start, end = h1 * 60 + m1, h2 * 60 + m2
     if start == end:
@@ -307,14 +307,9 @@ def load_oncall(path: str | Path) -> OnCall:
 
 
 def parse_oncall(data: object, source: str = "<on-call>") -> OnCall:
-    from gateway.config import _split_error
+    from gateway.config import convert_checked
 
-    try:
-        parsed = msgspec.convert(data, OnCallFile)
-    except msgspec.ValidationError as exc:
-        key, reason = _split_error(exc)
-        raise ConfigError(source, key, reason) from None
-    return OnCall(parsed, source)
+    return OnCall(convert_checked(data, OnCallFile, source), source)
 
 
 def family_of(kind: str, fired: list[str], details: dict[str, str]) -> str:

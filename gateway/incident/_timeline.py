@@ -100,7 +100,7 @@ class Timeline:
     time_to_ack_s: float | None  # first 'acknowledged' of any incident alert
     time_to_act_s: float | None  # first approval of a business command
     time_to_execute_s: float | None  # first business command executed
-    receipts_scanned: int = 0  # journal events looked at for receipts
+    receipts_scanned: int = 0  # `received` journal events read
     receipts_complete: bool = True  # False: the scan stopped at its bound
     notes: list[str] = field(default_factory=list)
 
@@ -193,44 +193,184 @@ def _alert_title(db: sqlite3.Connection, jseq: int) -> str:
 def _scan_receipts(db: sqlite3.Connection, start_seq: int, until_ns: int | None,
                    deliveries: list[_Delivery], devices: dict[str, set[str]],
                    max_events: int) -> tuple[int, bool]:
-    """Fill ``got`` of each delivery from the ``received`` events after ``start_seq``:
+    """Fill ``got`` of each delivery from the ``received`` events from ``start_seq`` on:
     the first event after the alert's own event whose entry for a device has the lane's
-    cursor at or past the item. Returns (events looked at, whether the scan finished)."""
+    cursor at or past the item. Stops when every known device of every recipient has
+    confirmed, after ``until_ns``, or ``max_events`` journal events on. Returns the
+    ``received`` events read and False if the scan stopped at ``max_events`` early."""
     by_officer: dict[str, list[_Delivery]] = {}
     for d in deliveries:
         by_officer.setdefault(d.officer, []).append(d)
 
     def done() -> bool:
-        return all(devices.get(d.officer) and devices[d.officer] <= d.got.keys()
-                   for d in deliveries)
+        return all(devices.get(d.officer, set()) <= d.got.keys() for d in deliveries)
 
+    if done():  # no recipient has a device that ever confirmed anything
+        return 0, True
+    n = 0
     last = start_seq - 1
     end = start_seq + max_events  # exclusive
-    while last + 1 < end:
+    while True:
         rows = db.execute("SELECT seq, ts_ns, body FROM journal WHERE seq > ? AND seq < ? "
                           "AND kind = 'received' ORDER BY seq LIMIT ?",
                           (last, end, SCAN_PAGE)).fetchall()
-        if not rows:
-            return max(0, last - start_seq + 1), True
         for seq, ts_ns, body in rows:
-            last = int(seq)
             if until_ns is not None and int(ts_ns) > until_ns:
-                return last - start_seq + 1, True
+                return n, True
+            n += 1
             try:
                 entries = _received_dec.decode(bytes(body))
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
+            changed = False
             for e in entries:
                 for d in by_officer.get(e.officer, ()):
-                    if (e.device not in d.got and last > d.alert_jseq
+                    if (e.device not in d.got and seq > d.alert_jseq
                             and d.lane < len(e.cursors) and e.cursors[d.lane] >= d.seq):
                         d.got[e.device] = int(ts_ns)
                         devices.setdefault(e.officer, set()).add(e.device)
-            if done():
-                return last - start_seq + 1, True
+                        changed = True
+            if changed and done():
+                return n, True
         if len(rows) < SCAN_PAGE:
-            return max(0, end - start_seq), True
-    return max_events, False
+            break
+        last = int(rows[-1][0])
+    after = db.execute("SELECT ts_ns FROM journal WHERE seq >= ? ORDER BY seq LIMIT 1",
+                       (end,)).fetchone()
+    return n, after is None or (until_ns is not None and int(after[0]) > until_ns)
+
+
+def _first(current: int | None, ts: int) -> int:
+    return ts if current is None else min(current, ts)
+
+
+def _alert_entries(db: sqlite3.Connection, incident_id: int,
+                   ) -> tuple[list[Entry], list[_Delivery], dict[int, int]]:
+    """The incident's alerts, the officer streams they went into, and their raised times."""
+    entries: list[Entry] = []
+    deliveries: list[_Delivery] = []
+    raised: dict[int, int] = {}
+    for alert_id, severity, raised_ns, recipients, jseq in db.execute(
+            "SELECT a.alert_id, a.severity, a.raised_ns, a.recipients, a.jseq FROM alerts a "
+            "JOIN incident_alerts i ON i.alert_id = a.alert_id WHERE i.incident_id = ? "
+            "ORDER BY a.alert_id", (incident_id,)).fetchall():
+        raised[int(alert_id)] = int(raised_ns)
+        title = _alert_title(db, int(jseq))
+        to = str(recipients).replace(",", ", ") or "nobody"
+        entries.append(Entry(int(raised_ns), "alert", "node",
+                             f"alert {alert_id} [{severity}]" + (f" {title}" if title else "")
+                             + f" -> {to}"))
+        for officer, lane, seq in db.execute(
+                "SELECT officer, lane, seq FROM stream WHERE alert_id = ? AND level IS NULL "
+                "ORDER BY officer", (int(alert_id),)):
+            deliveries.append(_Delivery(int(alert_id), int(jseq), str(officer), int(lane),
+                                        int(seq)))
+    return entries, deliveries, raised
+
+
+def _receipt_entries(db: sqlite3.Connection, inc: IncidentRow, inc_jseq: int,
+                     deliveries: list[_Delivery], max_events: int,
+                     ) -> tuple[list[Entry], int | None, int, bool]:
+    """When each device of each recipient received each alert (or "not confirmed"); the
+    first receipt; the ``received`` events read; whether the scan finished."""
+    devices: dict[str, set[str]] = {d.officer: set() for d in deliveries}
+    for officer, device in db.execute("SELECT officer, device FROM device_cursors"):
+        if officer in devices:
+            devices[str(officer)].add(str(device))
+    until = inc.resolved_ns + SCAN_AFTER_RESOLVED_NS if inc.resolved_ns else None
+    scanned, complete = (_scan_receipts(db, inc_jseq, until, deliveries, devices, max_events)
+                         if deliveries else (0, True))
+    entries: list[Entry] = []
+    first: int | None = None
+    for d in deliveries:
+        where = f"alert {d.alert_id} (lane {d.lane}, seq {d.seq})"
+        for device, ts in sorted(d.got.items(), key=lambda kv: kv[1]):
+            entries.append(Entry(ts, "received", f"{d.officer}/{device}", where))
+            first = _first(first, ts)
+        for device in sorted(devices[d.officer] - d.got.keys()):
+            entries.append(Entry(0, "received", f"{d.officer}/{device}",
+                                 f"{where}: {NOT_CONFIRMED}"))
+        if not devices[d.officer]:
+            entries.append(Entry(0, "received", d.officer,
+                                 f"{where}: {NOT_CONFIRMED} (no device confirmed anything)"))
+    return entries, first, scanned, complete
+
+
+def _ack_entries(db: sqlite3.Connection, incident_id: int) -> tuple[list[Entry], int | None]:
+    """Read and acknowledged marks, and the first acknowledgement."""
+    entries: list[Entry] = []
+    first: int | None = None
+    for alert_id, officer, level, device, ts in db.execute(
+            "SELECT a.alert_id, a.officer, a.level, a.device, a.ts_ns FROM acks a JOIN "
+            "incident_alerts i ON i.alert_id = a.alert_id WHERE i.incident_id = ? "
+            "ORDER BY a.ts_ns", (incident_id,)):
+        entries.append(Entry(int(ts), str(level), f"{officer}/{device}", f"alert {alert_id}"))
+        if level == wire.AckLevel.ACKNOWLEDGED.value:
+            first = _first(first, int(ts))
+    return entries, first
+
+
+def _page_entries(db: sqlite3.Connection, incident_id: int) -> list[Entry]:
+    """Escalation pages: one line per channel attempt, at the time it was sent."""
+    entries = []
+    for step, officer, channel, sent, done_ns, ok, reply in db.execute(
+            "SELECT step, officer, channel, sent_ns, done_ns, ok, reply FROM pages "
+            "WHERE incident_id = ? ORDER BY sent_ns, attempt_id", (incident_id,)):
+        took = max(0, int(done_ns) - int(sent)) / 1e6
+        entries.append(Entry(int(sent), "page", str(officer),
+                             f"step {step} by {channel}: "
+                             f"{'delivered' if ok else 'FAILED'} ({reply}; {took:.0f} ms)"))
+    return entries
+
+
+def _command_entries(db: sqlite3.Connection, incident_id: int,
+                     ) -> tuple[list[Entry], int | None, int | None]:
+    """Requests, votes, approvals and outcomes; the first approval and the first execution
+    of a business command (``resolve`` is the node's own)."""
+    entries: list[Entry] = []
+    first_act: int | None = None
+    first_exec: int | None = None
+    for (rid, maker, name, account, amount, reason, state, needed, approvers, created,
+         approved, done_ns, result, reference) in db.execute(
+            "SELECT request_id, maker, command, account, amount, reason, state, approvals, "
+            "approvers, created_ns, approved_ns, done_ns, result, reference FROM commands "
+            "WHERE incident_id = ? ORDER BY request_id", (incident_id,)).fetchall():
+        text = Command(str(name), _u64(int(account)), int(amount), str(reason)).text()
+        need = (f"needs {needed} approval{'s' * (needed > 1)} from "
+                f"{str(approvers).replace(',', ', ')}" if needed else "no approval needed")
+        entries.append(Entry(int(created), "request", str(maker),
+                             f"request {rid}: {text} ({need}; state: {state})"))
+        for officer, approve, why, ts in db.execute(
+                "SELECT officer, approve, reason, ts_ns FROM votes WHERE request_id = ? "
+                "ORDER BY ts_ns", (int(rid),)):
+            entries.append(Entry(int(ts), "approve" if approve else "reject", str(officer),
+                                 f"request {rid}" + (f": {why}" if why else "")))
+        if approved:
+            entries.append(Entry(int(approved), "approved", "node", f"request {rid}: {text}"))
+            if name in BUSINESS:
+                first_act = _first(first_act, int(approved))
+        if done_ns:
+            out = str(result) + (f" [{reference}]" if reference else "")
+            entries.append(Entry(int(done_ns), str(state), "node",
+                                 f"request {rid}: {text}" + (f" -> {out}" if out else "")))
+            if state == "executed" and name in BUSINESS:
+                first_exec = _first(first_exec, int(done_ns))
+    return entries, first_act, first_exec
+
+
+def _room_entries(db: sqlite3.Connection, incident_id: int) -> list[Entry]:
+    """Room events in room order, one line each."""
+    entries = []
+    for rseq, kind, actor, ts, body in db.execute(
+            "SELECT rseq, kind, actor, ts_ns, body FROM room_events WHERE incident_id = ? "
+            "ORDER BY rseq", (incident_id,)):
+        try:
+            text = _room_dec.decode(bytes(body)).text
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            text = "(undecodable room event)"
+        entries.append(Entry(int(ts), f"room.{kind}", str(actor),
+                             f"#{rseq} " + text.replace("\n", " | ")))
+    return entries
 
 
 def timeline(db: sqlite3.Connection, incident_id: int, *, room: bool = True,
@@ -247,125 +387,22 @@ def timeline(db: sqlite3.Connection, incident_id: int, *, room: bool = True,
         raise IncidentNotFoundError(f"no incident {incident_id}")
     inc = _incident_row(db, r)
     first_alert, inc_jseq = int(r[9]), int(r[10])
-    entries: list[Entry] = []
-    notes: list[str] = []
-
-    # alerts
-    alerts = db.execute(
-        "SELECT a.alert_id, a.severity, a.raised_ns, a.recipients, a.jseq FROM alerts a "
-        "JOIN incident_alerts i ON i.alert_id = a.alert_id WHERE i.incident_id = ? "
-        "ORDER BY a.alert_id", (incident_id,)).fetchall()
-    alert_ids = [int(a[0]) for a in alerts]
-    raised = {int(a[0]): int(a[2]) for a in alerts}
-    first_ns = raised.get(first_alert, min(raised.values(), default=inc.opened_ns))
-    deliveries: list[_Delivery] = []
-    for alert_id, severity, raised_ns, recipients, jseq in alerts:
-        title = _alert_title(db, int(jseq))
-        to = str(recipients).replace(",", ", ") or "nobody"
-        entries.append(Entry(int(raised_ns), "alert", "node",
-                             f"alert {alert_id} [{severity}] {title} -> {to}".replace(
-                                 "]  ->", "] ->")))
-        for officer, lane, seq in db.execute(
-                "SELECT officer, lane, seq FROM stream WHERE alert_id = ? AND level IS NULL "
-                "ORDER BY officer", (int(alert_id),)):
-            deliveries.append(_Delivery(int(alert_id), int(jseq), str(officer), int(lane),
-                                        int(seq)))
-
-    # device receipts, from the journal's `received` events
-    devices: dict[str, set[str]] = {}
-    for officer, device in db.execute("SELECT officer, device FROM device_cursors"):
-        devices.setdefault(str(officer), set()).add(str(device))
-    devices = {o: set(devices.get(o, ())) for o in {d.officer for d in deliveries}}
-    until = inc.resolved_ns + SCAN_AFTER_RESOLVED_NS if inc.resolved_ns else None
-    scanned, complete = (0, True)
-    if deliveries:
-        start = min(inc_jseq, *(d.alert_jseq + 1 for d in deliveries))
-        scanned, complete = _scan_receipts(db, max(start, inc_jseq), until, deliveries,
-                                           devices, max_events)
-    if not complete:
-        notes.append(f"receipts: stopped after {scanned:,} journal events; later "
-                     "confirmations are not shown")
-    first_receipt: int | None = None
-    for d in deliveries:
-        where = f"alert {d.alert_id} (lane {d.lane}, seq {d.seq})"
-        for device, ts in sorted(d.got.items(), key=lambda kv: kv[1]):
-            entries.append(Entry(ts, "received", f"{d.officer}/{device}", where))
-            first_receipt = ts if first_receipt is None else min(first_receipt, ts)
-        for device in sorted(devices.get(d.officer, set()) - d.got.keys()):
-            entries.append(Entry(0, "received", f"{d.officer}/{device}",
-                                 f"{where}: {NOT_CONFIRMED}"))
-        if not devices.get(d.officer):
-            entries.append(Entry(0, "received", d.officer,
-                                 f"{where}: {NOT_CONFIRMED} (no device confirmed anything)"))
-
-    # acknowledgements
-    first_ack: int | None = None
-    for alert_id, officer, level, device, ts in db.execute(
-            "SELECT a.alert_id, a.officer, a.level, a.device, a.ts_ns FROM acks a JOIN "
-            "incident_alerts i ON i.alert_id = a.alert_id WHERE i.incident_id = ? "
-            "ORDER BY a.ts_ns", (incident_id,)):
-        entries.append(Entry(int(ts), str(level), f"{officer}/{device}", f"alert {alert_id}"))
-        if level == wire.AckLevel.ACKNOWLEDGED.value and first_ack is None:
-            first_ack = int(ts)
-
-    # escalation pages
-    for step, officer, channel, sent, done_ns, ok, reply in db.execute(
-            "SELECT step, officer, channel, sent_ns, done_ns, ok, reply FROM pages "
-            "WHERE incident_id = ? ORDER BY sent_ns, attempt_id", (incident_id,)):
-        took = max(0, int(done_ns) - int(sent)) / 1e6
-        entries.append(Entry(int(sent), "page", str(officer),
-                             f"step {step} by {channel}: "
-                             f"{'delivered' if ok else 'FAILED'} ({reply}; {took:.0f} ms)"))
-
-    # room events, in room order
-    if room:
-        for rseq, kind, actor, ts, body in db.execute(
-                "SELECT rseq, kind, actor, ts_ns, body FROM room_events WHERE incident_id = ? "
-                "ORDER BY rseq", (incident_id,)):
-            try:
-                text = _room_dec.decode(bytes(body)).text
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                text = "(undecodable room event)"
-            entries.append(Entry(int(ts), f"room.{kind}", str(actor),
-                                 f"#{rseq} " + text.replace("\n", " | ")))
-
-    # commands, votes, executions
-    first_act: int | None = None
-    first_exec: int | None = None
-    commands = db.execute(
-        "SELECT request_id, maker, command, account, amount, reason, state, approvals, "
-        "approvers, created_ns, approved_ns, done_ns, result, reference FROM commands "
-        "WHERE incident_id = ? ORDER BY request_id", (incident_id,)).fetchall()
-    for (rid, maker, name, account, amount, reason, state, needed, approvers, created,
-         approved, done_ns, result, reference) in commands:
-        text = Command(str(name), _u64(int(account)), int(amount), str(reason)).text()
-        need = (f"needs {needed} of {str(approvers).replace(',', ', ')}" if needed
-                else "no approval needed")
-        entries.append(Entry(int(created), "request", str(maker),
-                             f"request {rid}: {text} ({need}; now {state})"))
-        for officer, approve, why, ts in db.execute(
-                "SELECT officer, approve, reason, ts_ns FROM votes WHERE request_id = ? "
-                "ORDER BY ts_ns", (int(rid),)):
-            entries.append(Entry(int(ts), "approve" if approve else "reject", str(officer),
-                                 f"request {rid}" + (f": {why}" if why else "")))
-        if approved:
-            entries.append(Entry(int(approved), "approved", "node", f"request {rid}: {text}"))
-            if name in BUSINESS:
-                first_act = int(approved) if first_act is None else min(first_act,
-                                                                        int(approved))
-        if done_ns:
-            out = str(result) + (f" [{reference}]" if reference else "")
-            entries.append(Entry(int(done_ns), str(state), "node",
-                                 f"request {rid}: {text}" + (f" -> {out}" if out else "")))
-            if state == "executed" and name in BUSINESS:
-                first_exec = int(done_ns) if first_exec is None else min(first_exec,
-                                                                         int(done_ns))
-
+    alerts, deliveries, raised = _alert_entries(db, incident_id)
+    origin = raised.get(first_alert, min(raised.values(), default=inc.opened_ns))
+    receipts, first_receipt, scanned, complete = _receipt_entries(db, inc, inc_jseq,
+                                                                  deliveries, max_events)
+    acks, first_ack = _ack_entries(db, incident_id)
+    commands, first_act, first_exec = _command_entries(db, incident_id)
+    # room events last: at equal times they come after the rows they echo
+    entries = [*alerts, *receipts, *acks, *_page_entries(db, incident_id), *commands,
+               *(_room_entries(db, incident_id) if room else ())]
+    notes = [] if complete else [
+        f"receipts: the scan stopped {max_events:,} journal events after the incident "
+        "opened; later confirmations are not shown"]
     known = sorted((e for e in entries if e.ts_ns), key=lambda e: e.ts_ns)
-    unknown = [e for e in entries if not e.ts_ns]
-    return Timeline(inc, known + unknown, alert_ids, first_ns,
-                    _seconds(first_receipt, first_ns), _seconds(first_ack, first_ns),
-                    _seconds(first_act, first_ns), _seconds(first_exec, first_ns),
+    return Timeline(inc, known + [e for e in entries if not e.ts_ns], sorted(raised), origin,
+                    _seconds(first_receipt, origin), _seconds(first_ack, origin),
+                    _seconds(first_act, origin), _seconds(first_exec, origin),
                     scanned, complete, notes)
 
 
@@ -374,8 +411,9 @@ def timeline(db: sqlite3.Connection, incident_id: int, *, room: bool = True,
 
 def utc(ts_ns: int, *, date: bool = True) -> str:
     """``2024-05-01 12:00:03.125Z`` (or the time of day only)."""
-    t = dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC)
-    ms = f"{t:%H:%M:%S}.{t.microsecond // 1000:03d}"
+    seconds, ns = divmod(ts_ns, 1_000_000_000)
+    t = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    ms = f"{t:%H:%M:%S}.{ns // 1_000_000:03d}"
     return f"{t:%Y-%m-%d} {ms}Z" if date else ms
 
 
@@ -404,9 +442,9 @@ def render(tl: Timeline) -> str:
     who_w = max((len(e.who) for e in tl.entries), default=0)
     for e in tl.entries:
         if e.ts_ns:
-            when = f"{utc(e.ts_ns, date=False)}  {(e.ts_ns - tl.first_alert_ns) / 1e9:+.3f}s"
+            when = f"{utc(e.ts_ns, date=False)}  {(e.ts_ns - tl.first_alert_ns) / 1e9:+9.3f}s"
         else:
-            when = f"{'--:--:--.---':<12}  {'?':>8}"
+            when = f"--:--:--.---  {'?':>10}"
         lines.append(f"{when}  {e.what:<{what_w}}  {e.who:<{who_w}}  {e.detail}".rstrip())
     return "\n".join(lines) + "\n"
 
