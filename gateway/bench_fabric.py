@@ -26,6 +26,7 @@ from typing import IO, Any, Final
 import msgspec
 
 from gateway import _native, wire
+from gateway.auth import load_or_create_server_keys
 from gateway.codec import ReplyCodec
 from gateway.errors import GatewayError
 from gateway.ingest import ensure_libzmq, percentile_ns
@@ -50,6 +51,7 @@ services = "tcp://127.0.0.1:*"
 [fabric]
 bind = "{bind}"
 peers = {{ {peer} = "{peer_url}" }}
+peer_keys = {{ {peer} = "{peer_key}" }}
 
 [fabric.directory]
 mode = "ranges"
@@ -81,9 +83,11 @@ class _Node:
     def __init__(self, workdir: Path, region: str, bind: str, peer: str, peer_url: str,
                  *, timeout: float = 60.0) -> None:
         cfg = workdir / f"{region}.toml"
+        # peers authenticated with CURVE: each node's key pair is made before either starts
+        peer_key = load_or_create_server_keys(workdir / f"data-{peer}").public
         cfg.write_text(_CONFIG.format(region=region, data=workdir / f"data-{region}",
                                       bind=bind, peer=peer, peer_url=peer_url,
-                                      eu_last=US_BIT - 1))
+                                      peer_key=peer_key, eu_last=US_BIT - 1))
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "node", "--config",
                                       str(cfg)], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True,

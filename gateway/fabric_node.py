@@ -32,8 +32,10 @@ from typing import Any, Final
 import anyio
 import msgspec
 import zmq
+from zmq.utils import z85
 
 from gateway import _native, wire
+from gateway.auth import ServerKeys
 from gateway.config import Config
 from gateway.counters import Counters
 from gateway.errors import ErrorCode, GatewayError, ProtocolError
@@ -63,6 +65,7 @@ from gateway.fabric import (
     SendPut,
     SendSync,
     build_directory,
+    fabric_curve,
 )
 from gateway.fabric_store import FabricStore
 from gateway.ingest import NativeIngestEndpoint
@@ -78,6 +81,8 @@ from gateway.transport import (
 log = logging.getLogger(__name__)
 
 PAIR_HWM: Final = 10_000
+ZAP_DOMAIN: Final = "fabric"  # the fabric endpoint's ZAP domain (the clients' is "clients")
+AUTH_LOG_EVERY_MS: Final = 60_000  # a refused key is logged at most once a minute
 GAUGES_EVERY_S: Final = 1.0
 _BUSY_TAG: Final = b"\xa4busy"  # bytes 1..5 of an encoded `busy` reply
 
@@ -105,7 +110,7 @@ class Fabric:
     """The fabric of one node; see the module docstring."""
 
     def __init__(self, config: Config, counters: Counters, engine: ScoringEngine, *,
-                 source: str = "<config>") -> None:
+                 source: str = "<config>", keys: ServerKeys | None = None) -> None:
         f = config.fabric
         self.config = config
         self.region = config.node.region
@@ -152,6 +157,18 @@ class Fabric:
         self._dropped_seen = 0
         self._gauges_at = 0.0
         self._mismatch_logged: set[str] = set()
+        # CURVE: this node's key pair serves the fabric endpoint and signs its DEALERs in;
+        # a peer's key names its region (ZAP User-Id), its hello must claim the same
+        self.curve = fabric_curve(f)
+        self.keys = keys
+        self._region_of_key = {k: r for r, k in f.peer_keys.items()} if self.curve else {}
+        if self.curve:
+            if keys is None:
+                raise GatewayError("fabric.curve is on but the node has no key pair")
+            if keys.public in self._region_of_key:
+                raise GatewayError(f"fabric.peer_keys.{self._region_of_key[keys.public]} is "
+                                   "this node's own public key")
+        self._auth_logged: dict[str, int] = {}
         self.url = ""
         self._install_trusted_at_start()
 
@@ -177,6 +194,16 @@ class Fabric:
         f = self.config.fabric
         router: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
         configure_router(router)
+        if self.curve:  # the node's ZapAuthenticator routes domain "fabric" to authorize()
+            assert self.keys is not None
+            router.curve_server = True
+            router.curve_secretkey = self.keys.secret.encode()
+            router.zap_domain = ZAP_DOMAIN.encode()
+        else:
+            log.warning("fabric: peers are NOT authenticated (no fabric.peer_keys, or "
+                        "fabric.curve = false): a peer's region is taken from its hello. "
+                        "Use this on loopback only; set fabric.peer_keys (see `gateway keys "
+                        "server`) for anything else")
         try:
             router.bind(f.bind)
         except zmq.ZMQError as exc:
@@ -188,7 +215,8 @@ class Fabric:
                                        "fabric")
         self._router = self._group.add(
             router, self._on_router, max_frames=wire.MAX_BODY_FRAMES + 2,
-            router=RouterSendErrors("fabric", self.counters, self._peer_gone))
+            router=RouterSendErrors("fabric", self.counters, self._peer_gone),
+            user_id=self.curve)
         for region, url in sorted(f.peers.items()):
             sock: zmq.Socket[Any] = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
@@ -201,9 +229,39 @@ class Fabric:
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer not connected
+            if self.curve:
+                assert self.keys is not None
+                sock.curve_publickey = self.keys.public.encode()
+                sock.curve_secretkey = self.keys.secret.encode()
+                sock.curve_serverkey = f.peer_keys[region].encode()
             sock.connect(url)
             self._dealers[region] = self._group.add(sock, self._peer_handler(region),
                                                     max_frames=2)
+
+    def authorize(self, address: str, mechanism: str, creds: bytes) -> tuple[str, str]:
+        """ZAP decision for the fabric endpoint: a configured peer's key; its region is the
+        User-Id. Refusals are counted (``fabric_auth_refused.<reason>``) and logged at most
+        once a minute per key."""
+        if mechanism != "CURVE" or len(creds) != 32:
+            return self._refuse_auth(address, "", "plain", "only CURVE peers are admitted")
+        key = z85.encode(creds).decode()
+        region = self._region_of_key.get(key)
+        if region is None:
+            return self._refuse_auth(address, key, "unknown", "unknown key")
+        self.counters.inc("fabric_auth_ok")
+        return region, ""
+
+    def _refuse_auth(self, address: str, key: str, kind: str, reason: str,
+                     ) -> tuple[str, str]:
+        self.counters.inc(f"fabric_auth_refused.{kind}")
+        now = time.monotonic_ns() // 1_000_000
+        if now - self._auth_logged.get(key, -AUTH_LOG_EVERY_MS) >= AUTH_LOG_EVERY_MS:
+            if len(self._auth_logged) > 10_000:
+                self._auth_logged.clear()
+            self._auth_logged[key] = now
+            log.warning("fabric: refused a handshake from %s (key %s): %s", address,
+                        key or "none", reason)
+        return "", reason
 
     def attach_native(self, ctx: zmq.Context[Any], ingest: NativeIngestEndpoint) -> None:
         """Native ingest: give its thread the directory and a PAIR to this shell (before the
@@ -463,24 +521,30 @@ class Fabric:
         dropped = self._router.frames_dropped - self._dropped_seen
         self._dropped_seen = self._router.frames_dropped
         self.counters.inc("fabric_messages")
-        reply = self._on_fabric(frames[0], frames[1:], dropped)
+        reply = self._on_fabric(frames[0], frames[1:], dropped, self._router.user_id)
         if reply is not None:
             self._router.send((frames[0], reply))
 
-    def _on_fabric(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes | None:
+    def _on_fabric(self, ident: bytes, frames: Sequence[bytes], dropped: int,
+                   user_id: str = "") -> bytes | None:
         try:
             msg = self._codec.decode(frames, dropped)
         except ProtocolError as err:
             return self._refuse(err)
         v = wire.PROTOCOL_VERSION
         if isinstance(msg, wire.FabricHello):
-            return self._hello(ident, msg)
+            return self._hello(ident, msg, user_id)
         peer = self._peer_of.get(ident)
         if peer is None:
             return self._refuse(ProtocolError(
                 ErrorCode.UNKNOWN_PEER, "say fab_hello first (or this node restarted)",
                 msg.rid))
         region, epoch = peer
+        if self.curve and user_id != region:  # cannot happen: one connection, one key
+            self.counters.inc("fabric_auth_region_mismatch")
+            return self._refuse(ProtocolError(
+                ErrorCode.UNKNOWN_PEER, f"authenticated as {user_id!r}, not {region!r}",
+                msg.rid))
         if isinstance(msg, wire.Ping):
             return self._encode(wire.Pong(v, msg.rid, self.node_name, self.region,
                                           int(time.time() * 1000)))
@@ -492,11 +556,16 @@ class Fabric:
         assert isinstance(msg, wire.TrustPut)
         return self._trust_put(region, msg)
 
-    def _hello(self, ident: bytes, msg: wire.FabricHello) -> bytes:
+    def _hello(self, ident: bytes, msg: wire.FabricHello, user_id: str = "") -> bytes:
         if msg.region not in self.links:
             return self._refuse(ProtocolError(
                 ErrorCode.UNKNOWN_PEER, f"region {msg.region!r} is not a peer of "
                 f"{self.region!r}", msg.rid))
+        if self.curve and msg.region != user_id:
+            self.counters.inc("fabric_auth_region_mismatch")
+            return self._refuse(ProtocolError(
+                ErrorCode.UNKNOWN_PEER, f"this connection's key is region {user_id!r}'s; "
+                f"it cannot speak for {msg.region!r}", msg.rid))
         if msg.directory != self.directory.fingerprint:
             return self._refuse(ProtocolError(
                 ErrorCode.DIRECTORY_MISMATCH,
@@ -650,6 +719,7 @@ class Fabric:
     def status_info(self) -> dict[str, str]:
         d = self.directory
         out = {"fabric.endpoint": self.url,
+               "fabric.auth": "curve" if self.curve else "none (plain, loopback only)",
                "fabric.directory": f"{d.mode} over {', '.join(d.regions)} ({d.fingerprint[:12]})",
                "fabric.epoch": str(self.epoch), "fabric.stream": str(self.store.stream)}
         for region, link in self.links.items():

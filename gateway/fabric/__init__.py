@@ -19,9 +19,11 @@ from gateway.fabric._directory import (
     Directory,
     build_directory,
     check_fabric_config,
+    fabric_curve,
     fabric_enabled,
     jump_hash,
     mix64,
+    relay_regions,
 )
 from gateway.fabric._forward import (
     CONTROL_RID_BASE,
@@ -91,7 +93,9 @@ __all__ = [
     "build_directory",
     "check_fabric_config",
     "collapse",
+    "fabric_curve",
     "fabric_enabled",
     "jump_hash",
     "mix64",
+    "relay_regions",
 ]
