@@ -215,6 +215,7 @@ class Node:
     def _open_fabric(self, ctx: zmq.Context[Any]) -> None:
         """Regional fabric: the native thread or the Python path hands off foreign accounts."""
         assert self.fabric is not None
+        self.fabric.attach_desk(self.desk)  # relayed alerts in, this node's alerts out
         if self.ingest is not None:
             self.fabric.attach_native(ctx, self.ingest)
         else:
@@ -356,6 +357,9 @@ class Node:
             if isinstance(msg, wire.ShadowReportRequest):
                 return self._encode(wire.ShadowReport(v, msg.rid, self.engine.shadow_report()))
             if isinstance(msg, wire.AlertSubmit):
+                if msg.key.startswith("relay:"):  # the fabric's keys for relayed alerts
+                    raise ProtocolError(ErrorCode.INVALID, "alert keys starting with "
+                                        "'relay:' are reserved for relayed alerts", msg.rid)
                 return self.desk.submit(ident, msg)
             if isinstance(msg, wire.KeyRegister | wire.KeyRevoke):
                 self._key_change(ident, msg)

@@ -9,6 +9,7 @@ tested without an event loop:
 - :mod:`~gateway.fabric._link`: heartbeats and dead-link detection per peer;
 - :mod:`~gateway.fabric._forward`: forwarded requests (origin) and their dedup (home);
 - :mod:`~gateway.fabric._placement`: trusted-data placement, snapshot plus increments;
+- :mod:`~gateway.fabric._relay`: alerts relayed to the officers of other regions;
 - :mod:`~gateway.fabric._codec`: the fabric endpoint's strict codec.
 """
 
@@ -58,6 +59,14 @@ from gateway.fabric._placement import (
     SendSync,
     collapse,
 )
+from gateway.fabric._relay import (
+    RelayItem,
+    RelayOutbox,
+    RelaySender,
+    RelayStream,
+    SendRelay,
+    relay_key,
+)
 
 __all__ = [
     "CONTROL_RID_BASE",
@@ -83,11 +92,16 @@ __all__ = [
     "PutRejected",
     "PutResult",
     "Refuse",
+    "RelayItem",
+    "RelayOutbox",
+    "RelaySender",
+    "RelayStream",
     "Seen",
     "SendForward",
     "SendHello",
     "SendPing",
     "SendPut",
+    "SendRelay",
     "SendSync",
     "SenderState",
     "build_directory",
@@ -97,5 +111,6 @@ __all__ = [
     "fabric_enabled",
     "jump_hash",
     "mix64",
+    "relay_key",
     "relay_regions",
 ]
