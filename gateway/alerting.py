@@ -58,6 +58,8 @@ def _sql_i64(value: int) -> int:
 
 Reply = Callable[[bytes, bytes], None]  # (routing id, body)
 Push = Callable[[bytes, bytes, int], None]  # (routing id, body, lane)
+# (alert id, encoded wire.Alert, severity, idempotency key, recipients): an alert is durable
+OnRaised = Callable[[int, bytes, wire.Severity, str | None, tuple[str, ...]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +239,7 @@ class AlertDesk:
         # (incident, rseq) -> encoded wire.RoomEvent: the newest room events
         self._room_events: collections.OrderedDict[tuple[int, int], bytes] = (
             collections.OrderedDict())
+        self.on_raised: OnRaised | None = None  # e.g. the fabric's cross-region relay
         journal.after_group = self.after_group
         self._load()
 
@@ -314,6 +317,8 @@ class AlertDesk:
                 self._commit(officer, ln, seq)
             if on_durable is not None:
                 on_durable(alert_id)
+            if self.on_raised is not None:
+                self.on_raised(alert_id, body, alert.severity, key, tuple(officers))
 
         self.journal.append("alert", self._encode(_AlertEvent(msgspec.Raw(body), key,
                                                               assigned)), writes, durable)
@@ -323,6 +328,14 @@ class AlertDesk:
         if not officers:
             self.counters.inc("alerts_unrouted")
         return alert_id
+
+    def alert_for_key(self, key: str) -> int | None:
+        """The alert raised with idempotency ``key`` (durable or not yet), else None."""
+        pending = self._pending_keys.get(key)
+        if pending is not None:
+            return pending
+        row = self.db.execute("SELECT alert_id FROM alerts WHERE key = ?", (key,)).fetchone()
+        return None if row is None else int(row[0])
 
     def _assign(self, officer: str, lane: int, item: _Item, writes: list[Write]) -> int:
         heads = self._assigned.get(officer)
@@ -913,4 +926,4 @@ class AlertDesk:
         return list(self._sessions.values())
 
 
-__all__ = ["AlertDesk", "DeliverySettings", "Session"]
+__all__ = ["AlertDesk", "DeliverySettings", "OnRaised", "Session"]

@@ -172,11 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
         " path) and drive it from this process with the native load generator: pipelined"
         " single-transaction requests, batches of 64, a paced run for latency.")
     _bench(
-        bsub, "fabric", help="added latency of forwarded transactions between regional nodes",
+        bsub, "fabric", help="forwarded transactions' added latency; cross-region alert latency",
         description="Start two regional nodes in subprocesses and drive one of them with the"
         " native load generator, paced: transactions of its own accounts (direct), then of"
         " accounts homed at the other node (forwarded). forward_added_p99_ms is the"
-        " forwarded round trip's p99 minus the direct one's, measured in the same run.")
+        " forwarded round trip's p99 minus the direct one's, measured in the same run. Then"
+        " two fresh nodes, eu relaying its alerts to us: 2,000 alert_submit at 200/s to eu"
+        " (100 with --quick), bounded to 30 s; cross_region_alert_p50/p99_ms is the time"
+        " from sending each to an officer device at us taking it, local_alert_p99_ms the"
+        " same to an officer device at eu.")
     _bench(
         bsub, "delivery", help="alert delivery: fan-out latency, priority, journal, recovery",
         description="Start a node in a subprocess and measure alert delivery to 1,000"

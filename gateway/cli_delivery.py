@@ -44,6 +44,21 @@ def add_parsers(sub: Any, services_arg: Callable[[argparse.ArgumentParser], None
     krev.add_argument("key", metavar="PUBLIC_KEY_OR_FILE",
                       help="the public key (Z85), or a key file holding it")
     services_arg(krev)
+    kserver = ksub.add_parser(
+        "server", help="print this node's public key (for the peers' fabric.peer_keys)",
+        description="Print the node's CURVE public key (Z85, 40 characters), read from its"
+        " data directory (DATA_DIR/curve). It is the server key of the node's clients and"
+        " fabric endpoints and the key its fabric DEALERs present to peers: put it in every"
+        " peer node's config as `[fabric] peer_keys = { REGION = \"KEY\" }`. The key pair is"
+        " made here if the node has none yet (the node then uses it from its first start)."
+        " Reads no running node.")
+    where = kserver.add_mutually_exclusive_group()
+    where.add_argument("--config", metavar="FILE",
+                       help="the node's TOML config (its node.data_dir and node.region)")
+    where.add_argument("--data-dir", metavar="DIR",
+                       help="the node's data directory (default ./gateway-data)")
+    kserver.add_argument("--toml", action="store_true",
+                         help='print a peer_keys entry, REGION = "KEY", instead of the bare key')
     klist = ksub.add_parser("list", help="list registered keys",
                             description="List every key the node knows: officer, public key,"
                             " label, active or revoked.")
@@ -113,6 +128,8 @@ def cmd_keys(args: argparse.Namespace, request: Request) -> int:
     from gateway.auth import OfficerKey, load_key, new_keypair, valid_z85_key
 
     v = wire.PROTOCOL_VERSION
+    if args.keys_command == "server":
+        return _server_key(args)
     if args.keys_command == "list":
         reply = request(args, wire.KeyList(v, 1))
         if args.json:
@@ -153,6 +170,18 @@ def cmd_keys(args: argparse.Namespace, request: Request) -> int:
                          status.info.get("endpoint.clients", "tcp://127.0.0.1:7711"))
     key_obj.save(out)
     print(f"registered a new key for {args.officer}; key file {out} (keep it secret)")
+    return 0
+
+
+def _server_key(args: argparse.Namespace) -> int:
+    """``gateway keys server``: the node's public key, made if missing."""
+    from gateway.auth import load_or_create_server_keys
+    from gateway.config import load_config
+
+    cfg = load_config(args.config)
+    data_dir = Path(args.data_dir or cfg.node.data_dir)
+    keys = load_or_create_server_keys(data_dir)
+    print(f'{cfg.node.region} = "{keys.public}"' if args.toml else keys.public)
     return 0
 
 

@@ -69,6 +69,7 @@ class IncidentSection(Struct, forbid_unknown_fields=True, kw_only=True):
 # -- regional fabric (gateway.fabric; semantic checks in gateway/fabric/_directory.py) ----
 
 RegionName = Annotated[str, Meta(pattern=r"^[a-z0-9-]{1,32}$")]
+RelayTarget = Annotated[str, Meta(pattern=r"^([a-z0-9-]{1,32}|\*)$")]
 Account = Annotated[int, Meta(ge=0)]  # TOML integers stop at 2**63 - 1
 
 
@@ -98,6 +99,9 @@ class FabricSection(Struct, forbid_unknown_fields=True, kw_only=True):
     forward_timeout_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5000
     busy_retry_ms: Annotated[int, Meta(ge=1, le=60_000)] = 100
     max_in_flight: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    curve: bool | Literal["auto"] = "auto"
+    peer_keys: dict[RegionName, str] = {}  # Z85 keys, checked in check_fabric_config
+    relay_alerts: list[RelayTarget] = []
     directory: DirectorySection = msgspec.field(default_factory=DirectorySection)
 
 
@@ -177,6 +181,15 @@ forward_timeout_ms = 5000  # a forwarded request unanswered this long gets FORWA
                            # (keep it below the producers' timeout: the SDK's is 10 s)
 busy_retry_ms = 100        # retry-after of `busy` replies for forwarded requests
 max_in_flight = 10000      # forwarded requests outstanding at most; more get `busy`
+curve = "auto"             # authenticate peers with CURVE: true = required (every peer needs
+                           # a key in peer_keys); false = plain, peers named by their hello
+                           # (loopback development only); "auto" = true when peer_keys is
+                           # set, else plain with a warning at start
+peer_keys = {}             # region -> public key (Z85, 40 characters) of that region's
+                           # node, printed there by `gateway keys server`, e.g.
+                           # { us = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7" }
+relay_alerts = []          # peer regions that also get this node's alerts, for their
+                           # officers (journaled there, exactly once); ["*"] = every peer
 
 [fabric.directory]         # home region of every account; the same on every node (checked)
 mode = "hash"              # hash | ranges | table

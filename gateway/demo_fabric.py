@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import wire
+from gateway.auth import load_or_create_server_keys
 from gateway.codec import Endpoint
 from gateway.config import Config, EndpointsSection, FabricSection, NodeSection
 from gateway.counters import LatencyHistogram
@@ -56,13 +57,17 @@ def _free_port() -> int:
 
 
 def _configs(tmp: Path, regions: list[str]) -> dict[str, Config]:
+    """One node per region, every pair linked, peers authenticated with CURVE: each node's
+    key pair is made in its data directory first, as `gateway keys server` does."""
     binds = {r: f"tcp://127.0.0.1:{_free_port()}" for r in regions}
+    keys = {r: load_or_create_server_keys(tmp / r).public for r in regions}
     return {r: Config(
         node=NodeSection(name=f"demo-{r}", region=r, data_dir=str(tmp / r),
                          log_level="warning"),
         endpoints=EndpointsSection(ingest="tcp://127.0.0.1:*", clients="tcp://127.0.0.1:*",
                                    services="tcp://127.0.0.1:*"),
         fabric=FabricSection(bind=binds[r], peers={p: binds[p] for p in regions if p != r},
+                             peer_keys={p: keys[p] for p in regions if p != r},
                              heartbeat_ms=500, dead_after_ms=1500),
     ) for r in regions}
 

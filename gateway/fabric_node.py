@@ -11,7 +11,10 @@ One :class:`Fabric` per node that has a ``[fabric]`` section. It owns
 
 all owned by one task (a :class:`~gateway.transport.SocketGroup`), so a message received on
 one of them is answered on another without waking a second task;
-- ``fabric.db`` (:class:`~gateway.fabric_store.FabricStore`).
+- ``fabric.db`` (:class:`~gateway.fabric_store.FabricStore`);
+- the relay of this node's alerts to the officers of other regions (``fabric.relay_alerts``):
+  the alert desk's ``on_raised`` hook feeds it, its outbox is the desk's own journaled
+  alerts, and alerts relayed here are journaled through the desk.
 
 The decisions are made by the sans-IO machines (directory, links, forward table, dedup,
 placement); this module feeds them messages and ``time.monotonic()`` and carries out
@@ -32,8 +35,11 @@ from typing import Any, Final
 import anyio
 import msgspec
 import zmq
+from zmq.utils import z85
 
 from gateway import _native, wire
+from gateway.alerting import MAX_PENDING, AlertDesk
+from gateway.auth import ServerKeys, valid_officer_id
 from gateway.config import Config
 from gateway.counters import Counters
 from gateway.errors import ErrorCode, GatewayError, ProtocolError
@@ -56,6 +62,8 @@ from gateway.fabric import (
     Policy,
     PutRejected,
     Refuse,
+    RelayItem,
+    RelaySender,
     Seen,
     SendForward,
     SendHello,
@@ -63,8 +71,11 @@ from gateway.fabric import (
     SendPut,
     SendSync,
     build_directory,
+    fabric_curve,
+    relay_key,
+    relay_regions,
 )
-from gateway.fabric_store import FabricStore
+from gateway.fabric_store import FabricStore, SqlAlertOutbox
 from gateway.ingest import NativeIngestEndpoint
 from gateway.scoring import ScoringEngine
 from gateway.transport import (
@@ -78,8 +89,29 @@ from gateway.transport import (
 log = logging.getLogger(__name__)
 
 PAIR_HWM: Final = 10_000
+ZAP_DOMAIN: Final = "fabric"  # the fabric endpoint's ZAP domain (the clients' is "clients")
+AUTH_LOG_EVERY_MS: Final = 60_000  # a refused key is logged at most once a minute
 GAUGES_EVERY_S: Final = 1.0
 _BUSY_TAG: Final = b"\xa4busy"  # bytes 1..5 of an encoded `busy` reply
+RELAY_SAVE_EVERY_S: Final = 1.0  # relay positions written at most this often (behind: repeats)
+RELAY_BUSY_MS: Final = 20  # retry-after of a relay refused while the journal is behind
+
+
+class _RelayedOut(msgspec.Struct, array_like=True):
+    """Encodes exactly as ``wire.RelayedAlert`` with the alert already encoded."""
+
+    alert_id: int
+    recipients: tuple[str, ...]
+    alert: msgspec.Raw
+
+
+class _AlertRelayOut(msgspec.Struct, array_like=True, tag="alert_relay", tag_field="type"):
+    """Encodes exactly as ``wire.AlertRelay``."""
+
+    v: int
+    rid: int
+    lane: int
+    alerts: list[_RelayedOut]
 
 
 class Local:
@@ -105,7 +137,7 @@ class Fabric:
     """The fabric of one node; see the module docstring."""
 
     def __init__(self, config: Config, counters: Counters, engine: ScoringEngine, *,
-                 source: str = "<config>") -> None:
+                 source: str = "<config>", keys: ServerKeys | None = None) -> None:
         f = config.fabric
         self.config = config
         self.region = config.node.region
@@ -152,6 +184,25 @@ class Fabric:
         self._dropped_seen = 0
         self._gauges_at = 0.0
         self._mismatch_logged: set[str] = set()
+        # CURVE: this node's key pair serves the fabric endpoint and signs its DEALERs in;
+        # a peer's key names its region (ZAP User-Id), its hello must claim the same
+        self.curve = fabric_curve(f)
+        self.keys = keys
+        self._region_of_key = {k: r for r, k in f.peer_keys.items()} if self.curve else {}
+        if self.curve:
+            if keys is None:
+                raise GatewayError("fabric.curve is on but the node has no key pair")
+            if keys.public in self._region_of_key:
+                raise GatewayError(f"fabric.peer_keys.{self._region_of_key[keys.public]} is "
+                                   "this node's own public key")
+        self._auth_logged: dict[str, int] = {}
+        # cross-region alerts (attach_desk): senders per destination, requests out by rid
+        self.relay_to = relay_regions(f)
+        self.relays: dict[str, RelaySender] = {}
+        self._relay_rids: dict[int, tuple[str, int]] = {}
+        self._relay_saved: dict[str, list[int]] = {}
+        self._relay_saved_at = 0.0
+        self._desk: AlertDesk | None = None
         self.url = ""
         self._install_trusted_at_start()
 
@@ -177,6 +228,16 @@ class Fabric:
         f = self.config.fabric
         router: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
         configure_router(router)
+        if self.curve:  # the node's ZapAuthenticator routes domain "fabric" to authorize()
+            assert self.keys is not None
+            router.curve_server = True
+            router.curve_secretkey = self.keys.secret.encode()
+            router.zap_domain = ZAP_DOMAIN.encode()
+        else:
+            log.warning("fabric: peers are NOT authenticated (no fabric.peer_keys, or "
+                        "fabric.curve = false): a peer's region is taken from its hello. "
+                        "Use this on loopback only; set fabric.peer_keys (see `gateway keys "
+                        "server`) for anything else")
         try:
             router.bind(f.bind)
         except zmq.ZMQError as exc:
@@ -188,7 +249,8 @@ class Fabric:
                                        "fabric")
         self._router = self._group.add(
             router, self._on_router, max_frames=wire.MAX_BODY_FRAMES + 2,
-            router=RouterSendErrors("fabric", self.counters, self._peer_gone))
+            router=RouterSendErrors("fabric", self.counters, self._peer_gone),
+            user_id=self.curve)
         for region, url in sorted(f.peers.items()):
             sock: zmq.Socket[Any] = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
@@ -201,9 +263,39 @@ class Fabric:
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing for a peer not connected
+            if self.curve:
+                assert self.keys is not None
+                sock.curve_publickey = self.keys.public.encode()
+                sock.curve_secretkey = self.keys.secret.encode()
+                sock.curve_serverkey = f.peer_keys[region].encode()
             sock.connect(url)
             self._dealers[region] = self._group.add(sock, self._peer_handler(region),
                                                     max_frames=2)
+
+    def authorize(self, address: str, mechanism: str, creds: bytes) -> tuple[str, str]:
+        """ZAP decision for the fabric endpoint: a configured peer's key; its region is the
+        User-Id. Refusals are counted (``fabric_auth_refused.<reason>``) and logged at most
+        once a minute per key."""
+        if mechanism != "CURVE" or len(creds) != 32:
+            return self._refuse_auth(address, "", "plain", "only CURVE peers are admitted")
+        key = z85.encode(creds).decode()
+        region = self._region_of_key.get(key)
+        if region is None:
+            return self._refuse_auth(address, key, "unknown", "unknown key")
+        self.counters.inc("fabric_auth_ok")
+        return region, ""
+
+    def _refuse_auth(self, address: str, key: str, kind: str, reason: str,
+                     ) -> tuple[str, str]:
+        self.counters.inc(f"fabric_auth_refused.{kind}")
+        now = time.monotonic_ns() // 1_000_000
+        if now - self._auth_logged.get(key, -AUTH_LOG_EVERY_MS) >= AUTH_LOG_EVERY_MS:
+            if len(self._auth_logged) > 10_000:
+                self._auth_logged.clear()
+            self._auth_logged[key] = now
+            log.warning("fabric: refused a handshake from %s (key %s): %s", address,
+                        key or "none", reason)
+        return "", reason
 
     def attach_native(self, ctx: zmq.Context[Any], ingest: NativeIngestEndpoint) -> None:
         """Native ingest: give its thread the directory and a PAIR to this shell (before the
@@ -227,6 +319,24 @@ class Fabric:
         self._reply_python = reply
         self._score_python = score
 
+    def attach_desk(self, desk: AlertDesk) -> None:
+        """The node's alert desk: relayed alerts are journaled through it, and with
+        ``fabric.relay_alerts`` its durable alerts are relayed to those regions. A region
+        relayed to for the first time gets the alerts raised from now on."""
+        self._desk = desk
+        if not self.relay_to:
+            return
+        outbox = SqlAlertOutbox(desk.db)
+        ack_timeout = max(2.0, 2 * self.config.fabric.dead_after_ms / 1000)
+        for region in self.relay_to:
+            acked = self.store.relay_cursors(region)
+            if acked is None:
+                acked = [outbox.last_id()] * wire.LANES
+                self.store.save_relay_cursors(region, acked)
+            self._relay_saved[region] = list(acked)
+            self.relays[region] = RelaySender(region, outbox, acked, ack_timeout_s=ack_timeout)
+        desk.on_raised = self._on_raised
+
     async def serve(self) -> None:
         """Run the sockets' owner tasks and the clock until cancelled."""
         assert self._router is not None and self._monitor is not None, "open() first"
@@ -240,6 +350,7 @@ class Fabric:
 
     def close(self) -> None:
         """Close the sockets (after the native thread stopped) and the database."""
+        self._save_relay_cursors(force=True)
         if self._monitor is not None and self._router_sock is not None:
             self._router_sock.disable_monitor()
             self._monitor.close()
@@ -260,6 +371,13 @@ class Fabric:
         self._forward_actions(self.forwards.tick(self.is_up, now))
         for region, sender in self.senders.items():
             self._placement_actions(region, sender.tick(now))
+        if self.relays:
+            for relay in self.relays.values():
+                relay.tick(now)
+            self._relay_pump(now)
+            if now - self._relay_saved_at >= RELAY_SAVE_EVERY_S:
+                self._relay_saved_at = now
+                self._save_relay_cursors()
         if now - self._gauges_at >= GAUGES_EVERY_S:
             self._gauges_at = now
             self._publish_gauges()
@@ -271,6 +389,8 @@ class Fabric:
         sizes = self.store.outbox_sizes()
         for region in self.links:
             c.set_gauge(f"fabric_outbox_now.{region}", sizes.get(region, 0))
+        for region, relay in self.relays.items():
+            c.set_gauge(f"fabric_relay_backlog_now.{region}", relay.backlog)
         c.set_gauge("fabric_forwards_in_flight_now", self.forwards.in_flight)
         c.set_gauge("fabric_forwards_queued_now", self.forwards.queued)
         if self._ingest is not None:
@@ -309,12 +429,14 @@ class Fabric:
                          " (peer restarted)" if a.restarted else "")
                 self._forward_actions(self.forwards.on_link_up(region, self.is_up, now))
                 self._placement_actions(region, self.senders[region].on_link_up(now))
+                self._relay_link_change(region, now)
             elif isinstance(a, LinkDown):
                 self.counters.inc(f"fabric_link_down.{region}")
                 self.counters.set_gauge(f"fabric_peer_up_now.{region}", 0)
                 log.warning("fabric: link to %s down (%s, silent %.1f s)", region, a.reason,
                             a.silent_s)
                 self.senders[region].on_link_down()
+                self._relay_link_change(region, now)
 
     def _peer_handler(self, region: str) -> Callable[[list[bytes]], None]:
         def on_message(frames: list[bytes]) -> None:
@@ -342,6 +464,9 @@ class Fabric:
             if msg.stream == self.store.stream:
                 self._placement_actions(region, self.senders[region].on_ack(
                     msg.applied, msg.resync, now))
+        elif isinstance(msg, wire.AlertRelayed | wire.Busy | wire.Error) and (
+                msg.rid in self._relay_rids):
+            self._relay_reply(region, msg, now)
         elif isinstance(msg, wire.Error) and msg.code == ErrorCode.UNKNOWN_PEER:
             self._link_actions(region, link.on_refused(now), now)
         elif isinstance(msg, wire.Error) and msg.code == ErrorCode.DIRECTORY_MISMATCH:
@@ -463,24 +588,30 @@ class Fabric:
         dropped = self._router.frames_dropped - self._dropped_seen
         self._dropped_seen = self._router.frames_dropped
         self.counters.inc("fabric_messages")
-        reply = self._on_fabric(frames[0], frames[1:], dropped)
+        reply = self._on_fabric(frames[0], frames[1:], dropped, self._router.user_id)
         if reply is not None:
             self._router.send((frames[0], reply))
 
-    def _on_fabric(self, ident: bytes, frames: Sequence[bytes], dropped: int) -> bytes | None:
+    def _on_fabric(self, ident: bytes, frames: Sequence[bytes], dropped: int,
+                   user_id: str = "") -> bytes | None:
         try:
             msg = self._codec.decode(frames, dropped)
         except ProtocolError as err:
             return self._refuse(err)
         v = wire.PROTOCOL_VERSION
         if isinstance(msg, wire.FabricHello):
-            return self._hello(ident, msg)
+            return self._hello(ident, msg, user_id)
         peer = self._peer_of.get(ident)
         if peer is None:
             return self._refuse(ProtocolError(
                 ErrorCode.UNKNOWN_PEER, "say fab_hello first (or this node restarted)",
                 msg.rid))
         region, epoch = peer
+        if self.curve and user_id != region:  # cannot happen: one connection, one key
+            self.counters.inc("fabric_auth_region_mismatch")
+            return self._refuse(ProtocolError(
+                ErrorCode.UNKNOWN_PEER, f"authenticated as {user_id!r}, not {region!r}",
+                msg.rid))
         if isinstance(msg, wire.Ping):
             return self._encode(wire.Pong(v, msg.rid, self.node_name, self.region,
                                           int(time.time() * 1000)))
@@ -489,14 +620,21 @@ class Fabric:
         if isinstance(msg, wire.TrustSync):
             rx = self._receiver(region, msg.stream)
             return self._encode(wire.TrustAck(v, msg.rid, msg.stream, rx.applied))
+        if isinstance(msg, wire.AlertRelay):
+            return self._alert_relay(region, msg)
         assert isinstance(msg, wire.TrustPut)
         return self._trust_put(region, msg)
 
-    def _hello(self, ident: bytes, msg: wire.FabricHello) -> bytes:
+    def _hello(self, ident: bytes, msg: wire.FabricHello, user_id: str = "") -> bytes:
         if msg.region not in self.links:
             return self._refuse(ProtocolError(
                 ErrorCode.UNKNOWN_PEER, f"region {msg.region!r} is not a peer of "
                 f"{self.region!r}", msg.rid))
+        if self.curve and msg.region != user_id:
+            self.counters.inc("fabric_auth_region_mismatch")
+            return self._refuse(ProtocolError(
+                ErrorCode.UNKNOWN_PEER, f"this connection's key is region {user_id!r}'s; "
+                f"it cannot speak for {msg.region!r}", msg.rid))
         if msg.directory != self.directory.fingerprint:
             return self._refuse(ProtocolError(
                 ErrorCode.DIRECTORY_MISMATCH,
@@ -601,6 +739,119 @@ class Fabric:
             self.counters.inc(f"fabric_trusted_lost.{region}", lost)
             log.error("fabric: %s lost %d trusted changes it had acknowledged", region, lost)
 
+    # -- cross-region alerts: origin side ---------------------------------------------------
+
+    def _on_raised(self, alert_id: int, body: bytes, severity: wire.Severity, key: str | None,
+                   recipients: tuple[str, ...]) -> None:
+        """The desk's hook: one of this node's alerts is durable; relay it."""
+        if key is not None and key.startswith("relay:"):
+            return  # relayed here from another region: never relayed on
+        lane = int(wire.SEVERITY_LANE[severity])
+        item = RelayItem(alert_id, recipients, body)
+        for relay in self.relays.values():
+            relay.on_new(lane, item)
+        self._relay_pump(time.monotonic())
+
+    def _relay_pump(self, now: float) -> None:
+        v = wire.PROTOCOL_VERSION
+        for region, relay in self.relays.items():
+            if not self.is_up(region):
+                continue
+            for req in relay.next(now):
+                rid = self._next_rid()
+                self._relay_rids[rid] = (region, req.lane)
+                self._send_peer(region, _AlertRelayOut(v, rid, req.lane, [
+                    _RelayedOut(i.alert_id, i.recipients, msgspec.Raw(i.body))
+                    for i in req.items]))
+                self.counters.inc(f"fabric_relay_sent.{region}", len(req.items))
+
+    def _relay_link_change(self, region: str, now: float) -> None:
+        relay = self.relays.get(region)
+        if relay is None:
+            return
+        relay.on_link_change()
+        for rid in [r for r, (dest, _) in self._relay_rids.items() if dest == region]:
+            del self._relay_rids[rid]
+        self._relay_pump(now)
+
+    def _relay_reply(self, region: str, msg: wire.AlertRelayed | wire.Busy | wire.Error,
+                     now: float) -> None:
+        dest, lane = self._relay_rids.pop(msg.rid)
+        stream = self.relays[dest].streams[lane]
+        if isinstance(msg, wire.AlertRelayed):
+            done = stream.on_ack(msg.upto)
+            self.counters.inc(f"fabric_relay_acked.{region}", done)
+        elif isinstance(msg, wire.Busy):
+            self.counters.inc(f"fabric_relay_busy.{region}")
+            stream.on_busy(msg.retry_after_ms / 1000, now)
+        else:  # a refusal: the stream stops here and tries again later, never skips
+            self.counters.inc(f"fabric_relay_refused.{region}")
+            log.error("fabric: %s refused relayed alerts (lane %d): %s %s", region, lane,
+                      msg.name, msg.message)
+            stream.on_busy(stream.ack_timeout_s, now)
+        self._relay_pump(now)
+
+    def _save_relay_cursors(self, *, force: bool = False) -> None:
+        for region, relay in self.relays.items():
+            acked = relay.acked
+            if acked != self._relay_saved.get(region):
+                self.store.save_relay_cursors(region, acked)
+                self._relay_saved[region] = acked
+
+    # -- cross-region alerts: destination side ----------------------------------------------
+
+    def _alert_relay(self, origin: str, msg: wire.AlertRelay) -> bytes | None:
+        """Journal a peer's alerts for this node's officers; answer once all are durable."""
+        desk = self._desk
+        if desk is None:
+            return self._refuse(ProtocolError(ErrorCode.INVALID, "this node takes no relayed "
+                                              "alerts", msg.rid))
+        prev = 0
+        for a in msg.alerts:
+            problem = ("alert ids are not ascending" if a.alert_id <= prev else
+                       f"alert {a.alert_id} is {a.alert.severity.value}, not of lane "
+                       f"{msg.lane}" if int(wire.SEVERITY_LANE[a.alert.severity]) != msg.lane
+                       else "a recipient is not an officer id"
+                       if not all(valid_officer_id(r) for r in a.recipients) else "")
+            if problem:
+                return self._refuse(ProtocolError(ErrorCode.MALFORMED,
+                                                  f"alert_relay: {problem}", msg.rid))
+            prev = a.alert_id
+        if desk.journal.pending > MAX_PENDING:  # the disk is behind: the origin retries
+            self.counters.inc("fabric_relay_in_busy")
+            return self._encode(wire.Busy(wire.PROTOCOL_VERSION, msg.rid, RELAY_BUSY_MS))
+        active = set(desk.keys.active_officers())
+        for a in msg.alerts:
+            key = relay_key(origin, a.alert_id)
+            if desk.alert_for_key(key) is not None:
+                self.counters.inc("fabric_relay_in_duplicates")
+                continue
+            desk.raise_alert(self._relayed_builder(origin, a), key=key,
+                             recipients=[r for r in a.recipients if r in active])
+            self.counters.inc(f"fabric_relay_in.{origin}")
+        reply = self._encode(wire.AlertRelayed(wire.PROTOCOL_VERSION, msg.rid, msg.lane,
+                                               msg.alerts[-1].alert_id))
+        desk.journal.call_when_durable(lambda: self._reply_peer(origin, reply))
+        return None
+
+    @staticmethod
+    def _relayed_builder(origin: str, relayed: wire.RelayedAlert,
+                         ) -> Callable[[int, int], wire.Alert]:
+        def build(alert_id: int, raised_unix_ns: int) -> wire.Alert:
+            return msgspec.structs.replace(relayed.alert, alert_id=alert_id,
+                                           raised_unix_ns=raised_unix_ns,
+                                           origin_region=origin,
+                                           origin_alert_id=relayed.alert_id)
+        return build
+
+    def _reply_peer(self, origin: str, reply: bytes) -> None:
+        """An answer given later, to the origin's current connection."""
+        ident = self._ident_of.get(origin)
+        if ident is None or self._router is None:
+            self.counters.inc("fabric_peer_replies_unroutable")
+            return  # the origin sends it again once it is back
+        self._router.send((ident, reply))
+
     # -- trusted data (services endpoint) ----------------------------------------------------
 
     def _apply_trusted(self, changes: Sequence[tuple[int, int]]) -> None:
@@ -650,10 +901,13 @@ class Fabric:
     def status_info(self) -> dict[str, str]:
         d = self.directory
         out = {"fabric.endpoint": self.url,
+               "fabric.auth": "curve" if self.curve else "none (plain, loopback only)",
                "fabric.directory": f"{d.mode} over {', '.join(d.regions)} ({d.fingerprint[:12]})",
                "fabric.epoch": str(self.epoch), "fabric.stream": str(self.store.stream)}
         for region, link in self.links.items():
             out[f"fabric.peer.{region}"] = link.state.value
+        if self.relays:
+            out["fabric.relay_alerts"] = ", ".join(self.relays)
         return out
 
 

@@ -1,8 +1,10 @@
 """The regional fabric's database: ``fabric.db`` in the node's data directory.
 
 It holds the outbox of trusted-account changes towards other regions, the position of
-every origin stream applied here, the trusted data of accounts homed here, and the log of
-applied ranges (for audit and the convergence checks). A separate file from ``node.db``, so
+every origin stream applied here, the trusted data of accounts homed here, the log of
+applied ranges (for audit and the convergence checks), and how far each peer has
+journaled this node's relayed alerts (``relay_cursor``; the alerts themselves are read
+from ``node.db`` by :class:`SqlAlertOutbox`). A separate file from ``node.db``, so
 its schema evolves on its own. WAL mode with ``synchronous=FULL``: a change is on disk
 before the node acknowledges it (the operator's ``trusted_updated``, a peer's
 ``trust_ack``).
@@ -21,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import msgspec
+
 from gateway import wire
+from gateway.fabric import RelayItem
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,6 +42,10 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE TABLE IF NOT EXISTS trusted (
     account INTEGER PRIMARY KEY, level INTEGER NOT NULL, origin TEXT NOT NULL,
     seq INTEGER NOT NULL, updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS relay_cursor (
+    dest TEXT NOT NULL, lane INTEGER NOT NULL, acked INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL, PRIMARY KEY (dest, lane)
 );
 CREATE TABLE IF NOT EXISTS applied (
     origin TEXT NOT NULL, stream INTEGER NOT NULL, from_seq INTEGER NOT NULL,
@@ -165,8 +174,61 @@ class FabricStore:
         return [(_u(int(a)), int(lvl)) for a, lvl in self.db.execute(
             "SELECT account, level FROM trusted ORDER BY account")]
 
+    # -- relayed alerts (sender side) ----------------------------------------------------
+
+    def relay_cursors(self, dest: str) -> list[int] | None:
+        """Per lane, the highest alert id ``dest`` acknowledged; None: never relayed there."""
+        rows = dict(self.db.execute("SELECT lane, acked FROM relay_cursor WHERE dest = ?",
+                                    (dest,)).fetchall())
+        if not rows:
+            return None
+        return [int(rows.get(lane, 0)) for lane in range(wire.LANES)]
+
+    def save_relay_cursors(self, dest: str, acked: Sequence[int]) -> None:
+        now = _ms()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO relay_cursor VALUES (?, ?, ?, ?)",
+                           [(dest, lane, a, now) for lane, a in enumerate(acked)])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     def close(self) -> None:
         self.db.close()
+
+
+class _AlertEventHead(msgspec.Struct, array_like=True):
+    alert: msgspec.Raw  # the first field of an `alert` journal event (docs/protocol.md)
+
+
+_LANE_SEVERITY: Final = {int(lane): sev.value for sev, lane in wire.SEVERITY_LANE.items()}
+
+
+class SqlAlertOutbox:
+    """This node's own alerts as the relay's outbox (:class:`gateway.fabric.RelayOutbox`):
+    read from ``node.db`` (the ``alerts`` table and their ``alert`` journal events), with
+    the connection the alert desk reads committed rows with. Alerts relayed here from
+    other regions (key ``relay:...``) are never relayed on."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self._head = msgspec.msgpack.Decoder(_AlertEventHead)
+
+    def last_id(self) -> int:
+        row = self.db.execute("SELECT max(alert_id) FROM alerts").fetchone()
+        return int(row[0] or 0)
+
+    def after(self, lane: int, alert_id: int, limit: int) -> list[RelayItem]:
+        rows = self.db.execute(
+            "SELECT a.alert_id, a.recipients, j.body FROM alerts a JOIN journal j ON "
+            "j.seq = a.jseq WHERE a.alert_id > ? AND a.severity = ? AND (a.key IS NULL OR "
+            "a.key NOT LIKE 'relay:%') ORDER BY a.alert_id LIMIT ?",
+            (alert_id, _LANE_SEVERITY[lane], limit)).fetchall()
+        return [RelayItem(int(i), tuple(x for x in str(r).split(",") if x),
+                          bytes(self._head.decode(body).alert)) for i, r, body in rows]
 
 
 class SqlOutbox:
@@ -191,4 +253,4 @@ class SqlOutbox:
         return None if row is None or row[0] is None else int(row[0])
 
 
-__all__ = ["AppliedRange", "FabricStore", "SqlOutbox"]
+__all__ = ["AppliedRange", "FabricStore", "SqlAlertOutbox", "SqlOutbox"]

@@ -28,6 +28,7 @@ from gateway.config import Config
 from gateway.counters import Counters, LatencyHistogram
 from gateway.errors import ErrorCode, GatewayError, ProtocolError
 from gateway.fabric import fabric_enabled
+from gateway.fabric_node import ZAP_DOMAIN as FABRIC_ZAP_DOMAIN
 from gateway.fabric_node import Fabric, Local
 from gateway.incident._commands import load_policy
 from gateway.incident._oncall import load_oncall
@@ -96,8 +97,8 @@ class Node:
         self.ingest: NativeIngestEndpoint | None = None  # native ingest (config ingest.mode)
         self.urls: dict[Endpoint, str] = {}  # every bound endpoint
         # regional fabric (gateway.fabric_node); None without a [fabric] section
-        self.fabric = (Fabric(config, self.counters, self.engine) if fabric_enabled(config)
-                       else None)
+        self.fabric = (Fabric(config, self.counters, self.engine, keys=self.server_keys)
+                       if fabric_enabled(config) else None)
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -144,8 +145,8 @@ class Node:
         # the journal's commit thread hands back the GIL after each fsync: a short switch
         # interval keeps that hand-off (and so every durable reply) from waiting 5 ms
         sys.setswitchinterval(0.0005)
-        # the ZAP handler must be bound before the CURVE clients endpoint
-        zap = ZapAuthenticator(ctx, self.desk.authorize)
+        # the ZAP handler must be bound before the CURVE endpoints (clients, fabric)
+        zap = ZapAuthenticator(ctx, self._authorize)
         try:
             urls = {Endpoint.INGEST: cfg.endpoints.ingest, Endpoint.CLIENTS: cfg.endpoints.clients,
                     Endpoint.SERVICES: cfg.endpoints.services}
@@ -222,9 +223,20 @@ class Node:
             self.store.close()
             print(f"gateway node {cfg.node.name}: stopped", file=self.out, flush=True)
 
+    def _authorize(self, domain: str, address: str, mechanism: str, creds: bytes,
+                   ) -> tuple[str, str]:
+        """The context's one ZAP handler, by domain: the fabric endpoint's peers (domain
+        ``fabric``) or the officer clients (every other domain)."""
+        if domain == FABRIC_ZAP_DOMAIN:
+            if self.fabric is None or not self.fabric.curve:
+                return "", "no CURVE fabric on this node"
+            return self.fabric.authorize(address, mechanism, creds)
+        return self.desk.authorize(domain, address, mechanism, creds)
+
     def _open_fabric(self, ctx: zmq.Context[Any]) -> None:
         """Regional fabric: the native thread or the Python path hands off foreign accounts."""
         assert self.fabric is not None
+        self.fabric.attach_desk(self.desk)  # relayed alerts in, this node's alerts out
         if self.ingest is not None:
             self.fabric.attach_native(ctx, self.ingest)
         else:
@@ -248,7 +260,9 @@ class Node:
             lines.append(f"  fabric    {self.fabric.url} (peers {peers})")
         lines.append(f"  journal   event {self.journal.durable_seq}, "
                      f"{len(self.desk.keys.active_officers())} officers with active keys")
-        lines.append(f"  curve     {self.server_keys.public} (clients endpoint server key)")
+        lines.append(f"  curve     {self.server_keys.public} (server key of the clients"
+                     + (" and fabric endpoints)" if self.fabric is not None
+                        and self.fabric.curve else " endpoint)"))
         if metrics is not None:
             lines.append(f"  metrics   http://{cfg.metrics.host}:{cfg.metrics.port}/metrics")
         print("\n".join(lines), file=self.out, flush=True)
@@ -364,6 +378,9 @@ class Node:
             if isinstance(msg, wire.ShadowReportRequest):
                 return self._encode(wire.ShadowReport(v, msg.rid, self.engine.shadow_report()))
             if isinstance(msg, wire.AlertSubmit):
+                if msg.key.startswith("relay:"):  # the fabric's keys for relayed alerts
+                    raise ProtocolError(ErrorCode.INVALID, "alert keys starting with "
+                                        "'relay:' are reserved for relayed alerts", msg.rid)
                 return self.desk.submit(ident, msg)
             if isinstance(msg, wire.KeyRegister | wire.KeyRevoke):
                 self._key_change(ident, msg)

@@ -67,6 +67,24 @@ async def _wait_fd(sock: zmq.Socket[Any], scope_holder: list[anyio.CancelScope |
     scope_holder[0] = None
 
 
+def _recv_frames_user(sock: zmq.Socket[Any], max_frames: int,
+                      ) -> tuple[list[bytes], int, str]:
+    """Like :func:`_recv_frames` on a CURVE ROUTER: also the ZAP User-Id of the sender,
+    read from its first body frame ("" when there is none)."""
+    frames = [sock.recv(zmq.NOBLOCK)]
+    dropped = 0
+    user_id = ""
+    while sock.getsockopt(zmq.RCVMORE):
+        part = sock.recv(zmq.NOBLOCK, copy=False)
+        if len(frames) == 1:
+            user_id = str(part.get("User-Id") or "")
+        if len(frames) < max_frames:
+            frames.append(part.bytes)
+        else:
+            dropped += 1
+    return frames, dropped, user_id
+
+
 def _recv_frames(sock: zmq.Socket[Any], max_frames: int) -> tuple[list[bytes], int]:
     """Receive one whole multipart message without blocking; keep at most ``max_frames``.
 
@@ -539,11 +557,14 @@ class SocketGroup:
         self._closed = False
 
     def add(self, sock: zmq.Socket[Any], on_message: Callable[[list[bytes]], None], *,
-            max_frames: int = 8, router: RouterSendErrors | None = None) -> GroupMember:
+            max_frames: int = 8, router: RouterSendErrors | None = None,
+            user_id: bool = False) -> GroupMember:
         """Make the group the owner of ``sock`` (created and configured by the caller);
         ``on_message(frames)`` gets each multipart message (a ROUTER's with the identity
-        first). ``router``: how a ROUTER member reports unroutable or refused sends."""
-        member = GroupMember(self, sock, on_message, max_frames, router)
+        first). ``router``: how a ROUTER member reports unroutable or refused sends.
+        ``user_id``: a CURVE ROUTER; :attr:`GroupMember.user_id` is the ZAP User-Id of
+        the message being handed to ``on_message``."""
+        member = GroupMember(self, sock, on_message, max_frames, router, user_id)
         self._ep.register(cast(int, sock.getsockopt(zmq.FD)), select.EPOLLIN)
         self._members.append(member)
         return member
@@ -608,12 +629,14 @@ class GroupMember:
 
     def __init__(self, group: SocketGroup, sock: zmq.Socket[Any],
                  on_message: Callable[[list[bytes]], None], max_frames: int,
-                 router: RouterSendErrors | None) -> None:
+                 router: RouterSendErrors | None, user_id: bool = False) -> None:
         self._group = group
         self._sock = sock
         self._on_message = on_message
         self._max_frames = max_frames
         self._router = router
+        self._want_user_id = user_id
+        self.user_id = ""  # authenticated User-Id (ZAP) of the message being handled
         self._outbox: collections.deque[Sequence[bytes]] = collections.deque()
         self.received = 0
         self.frames_dropped = 0
@@ -668,7 +691,11 @@ class GroupMember:
         got = False
         for _ in range(RECV_BURST):
             try:
-                frames, dropped = _recv_frames(self._sock, self._max_frames)
+                if self._want_user_id:
+                    frames, dropped, self.user_id = _recv_frames_user(self._sock,
+                                                                      self._max_frames)
+                else:
+                    frames, dropped = _recv_frames(self._sock, self._max_frames)
             except zmq.Again:
                 break
             got = True

@@ -293,6 +293,9 @@ class Alert(Struct, array_like=True, frozen=True):
     profile: AccountProfile | None = None
     actions: list[str] = msgspec.field(default_factory=list)  # suggested next steps
     details: dict[str, str] = msgspec.field(default_factory=dict)
+    # relayed from another region's node (fabric.relay_alerts): where it was raised
+    origin_region: str = ""  # "" = raised at this node
+    origin_alert_id: int = 0  # its alert_id at the origin node
 
 
 class PresenceEntry(Struct, array_like=True, frozen=True):
@@ -745,8 +748,31 @@ class TrustAck(_Message, tag="trust_ack", frozen=True):
     resync: bool = False  # a gap: send a snapshot from ``applied``
 
 
-FabricRequest = FabricHello | Ping | ScoreRequest | TrustPut | TrustSync
-FabricReply = FabricWelcome | Pong | ScoreReply | Busy | Error | TrustAck
+MAX_RELAY_ALERTS: Final = 64  # alerts per alert_relay message
+
+
+class RelayedAlert(Struct, array_like=True, frozen=True):
+    """An alert of the sender's region, for the receiving node's officers."""
+
+    alert_id: U64  # at the origin node; with the origin region, its idempotency key
+    recipients: list[ShortStr]  # the officers it went to at the origin
+    alert: Alert  # as the origin's officers got it
+
+
+class AlertRelay(_Message, tag="alert_relay", frozen=True):
+    """Alerts of one lane, in the origin's alert order; answered once all are durable."""
+
+    lane: Annotated[int, Meta(ge=0, le=3)]
+    alerts: Annotated[list[RelayedAlert], Meta(min_length=1, max_length=MAX_RELAY_ALERTS)]
+
+
+class AlertRelayed(_Message, tag="alert_relayed", frozen=True):
+    lane: int
+    upto: U64  # the highest origin alert_id of the request now journaled here
+
+
+FabricRequest = FabricHello | Ping | ScoreRequest | TrustPut | TrustSync | AlertRelay
+FabricReply = FabricWelcome | Pong | ScoreReply | Busy | Error | TrustAck | AlertRelayed
 
 
 IngestRequest = Ping | ScoreRequest
@@ -814,6 +840,7 @@ __all__ = [
     "MAX_BODY_FRAMES",
     "MAX_FRAME_BYTES",
     "MAX_ID_LEN",
+    "MAX_RELAY_ALERTS",
     "PROTOCOL_VERSION",
     "REQUEST_TAGS",
     "SEVERITY_LANE",
@@ -825,6 +852,8 @@ __all__ = [
     "Alert",
     "AlertAccepted",
     "AlertPush",
+    "AlertRelay",
+    "AlertRelayed",
     "AlertSubmit",
     "Busy",
     "Bye",
@@ -890,6 +919,7 @@ __all__ += [
     "FabricReply",
     "FabricRequest",
     "FabricWelcome",
+    "RelayedAlert",
     "TrustAck",
     "TrustEntry",
     "TrustPut",

@@ -9,6 +9,7 @@ tested without an event loop:
 - :mod:`~gateway.fabric._link`: heartbeats and dead-link detection per peer;
 - :mod:`~gateway.fabric._forward`: forwarded requests (origin) and their dedup (home);
 - :mod:`~gateway.fabric._placement`: trusted-data placement, snapshot plus increments;
+- :mod:`~gateway.fabric._relay`: alerts relayed to the officers of other regions;
 - :mod:`~gateway.fabric._codec`: the fabric endpoint's strict codec.
 """
 
@@ -19,9 +20,11 @@ from gateway.fabric._directory import (
     Directory,
     build_directory,
     check_fabric_config,
+    fabric_curve,
     fabric_enabled,
     jump_hash,
     mix64,
+    relay_regions,
 )
 from gateway.fabric._forward import (
     CONTROL_RID_BASE,
@@ -56,6 +59,14 @@ from gateway.fabric._placement import (
     SendSync,
     collapse,
 )
+from gateway.fabric._relay import (
+    RelayItem,
+    RelayOutbox,
+    RelaySender,
+    RelayStream,
+    SendRelay,
+    relay_key,
+)
 
 __all__ = [
     "CONTROL_RID_BASE",
@@ -81,17 +92,25 @@ __all__ = [
     "PutRejected",
     "PutResult",
     "Refuse",
+    "RelayItem",
+    "RelayOutbox",
+    "RelaySender",
+    "RelayStream",
     "Seen",
     "SendForward",
     "SendHello",
     "SendPing",
     "SendPut",
+    "SendRelay",
     "SendSync",
     "SenderState",
     "build_directory",
     "check_fabric_config",
     "collapse",
+    "fabric_curve",
     "fabric_enabled",
     "jump_hash",
     "mix64",
+    "relay_key",
+    "relay_regions",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 MASK64: Final = (1 << 64) - 1
 MAX_REGIONS: Final = 64
 MODES: Final = {"table": 1, "ranges": 2, "hash": 3}
+_Z85_KEY: Final = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
 
 def mix64(x: int) -> int:
@@ -211,6 +213,51 @@ def fabric_enabled(cfg: Config) -> bool:
     return bool(cfg.fabric.bind or cfg.fabric.peers)
 
 
+def fabric_curve(f: FabricSection) -> bool:
+    """Whether the fabric authenticates its peers with CURVE (``fabric.curve``: true, or
+    "auto" with peer keys configured)."""
+    return f.curve is True or (f.curve == "auto" and bool(f.peer_keys))
+
+
+def relay_regions(f: FabricSection) -> tuple[str, ...]:
+    """The peer regions this node relays its alerts to (``fabric.relay_alerts``)."""
+    if "*" in f.relay_alerts:
+        return tuple(sorted(f.peers))
+    return tuple(sorted(set(f.relay_alerts)))
+
+
+def _check_keys_and_relay(f: FabricSection, source: str) -> None:
+    seen: dict[str, str] = {}
+    for region, key in sorted(f.peer_keys.items()):
+        if not _Z85_KEY.match(key):
+            raise ConfigError(source, f"fabric.peer_keys.{region}",
+                              "not a Z85 CURVE public key (40 characters, as `gateway keys "
+                              "server` prints it)")
+        if region not in f.peers:
+            raise ConfigError(source, f"fabric.peer_keys.{region}",
+                              "not a peer in fabric.peers")
+        if key in seen:
+            raise ConfigError(source, f"fabric.peer_keys.{region}",
+                              f"the same key as fabric.peer_keys.{seen[key]}: each node has "
+                              "its own key")
+        seen[key] = region
+    if fabric_curve(f):
+        for region in sorted(f.peers):
+            if region not in f.peer_keys:
+                raise ConfigError(source, f"fabric.peer_keys.{region}",
+                                  "missing: with fabric.curve on, every peer needs its node's "
+                                  "public key (`gateway keys server` on that node); "
+                                  "fabric.curve = false for plain loopback development")
+    for i, target in enumerate(f.relay_alerts):
+        if target == "*":
+            if len(f.relay_alerts) > 1:
+                raise ConfigError(source, f"fabric.relay_alerts[{i}]",
+                                  '"*" (every peer) stands alone')
+        elif target not in f.peers:
+            raise ConfigError(source, f"fabric.relay_alerts[{i}]",
+                              f"region {target!r} is not a peer in fabric.peers")
+
+
 def check_fabric_config(cfg: Config, source: str) -> None:
     """The ``[fabric]`` rules: bind and peers together, a valid directory, sane timers."""
     f = cfg.fabric
@@ -222,7 +269,8 @@ def check_fabric_config(cfg: Config, source: str) -> None:
         raise ConfigError(source, "fabric.dead_after_ms",
                           f"must be at least twice heartbeat_ms ({f.heartbeat_ms})")
     build_directory(f, cfg.node.region, source)
+    _check_keys_and_relay(f, source)
 
 
-__all__ = ["Directory", "build_directory", "check_fabric_config", "fabric_enabled",
-           "jump_hash", "mix64"]
+__all__ = ["Directory", "build_directory", "check_fabric_config", "fabric_curve",
+           "fabric_enabled", "jump_hash", "mix64", "relay_regions"]

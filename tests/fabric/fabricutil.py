@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import wire
+from gateway.auth import load_or_create_server_keys
 from gateway.config import (
     Config,
     DirectoryRange,
@@ -37,15 +38,23 @@ def free_port() -> int:
 
 def fabric_configs(tmp: Path, regions: list[str], *, mode: str = "native",
                    directory: DirectorySection | None = None, peer_urls: dict[str, dict[str, str]]
-                   | None = None, **fabric: Any) -> dict[str, Config]:
+                   | None = None, curve: bool = True, **fabric: Any) -> dict[str, Config]:
     """One config per region; every node peers with every other one. ``peer_urls[a][b]``
-    overrides the endpoint ``a`` uses for ``b`` (a link proxy in between)."""
+    overrides the endpoint ``a`` uses for ``b`` (a link proxy in between). With ``curve``
+    (the default) each node's key pair is made in its data directory and every node knows
+    its peers' public keys, as an operator sets it up with `gateway keys server`."""
     binds = {r: f"tcp://127.0.0.1:{free_port()}" for r in regions}
+    data = {r: tmp / f"data-{r}" for r in regions}
+    keys = {r: load_or_create_server_keys(data[r]).public for r in regions} if curve else {}
     out = {}
     for r in regions:
         peers = {p: (peer_urls or {}).get(r, {}).get(p, binds[p]) for p in regions if p != r}
+        if curve:
+            fabric["peer_keys"] = {p: keys[p] for p in peers}
+        else:
+            fabric["curve"] = False
         out[r] = Config(
-            node=NodeSection(name=f"node-{r}", region=r, data_dir=str(tmp / f"data-{r}")),
+            node=NodeSection(name=f"node-{r}", region=r, data_dir=str(data[r])),
             endpoints=EndpointsSection(ingest="tcp://127.0.0.1:*",
                                        clients="tcp://127.0.0.1:*",
                                        services="tcp://127.0.0.1:*"),
@@ -90,7 +99,9 @@ class FakePeer:
 
 
 @asynccontextmanager
-async def fake_peer(url: str) -> AsyncIterator[FakePeer]:
+async def fake_peer(url: str, *, curve: tuple[str, str, str] | None = None,
+                    ) -> AsyncIterator[FakePeer]:
+    """A fake peer DEALER; ``curve``: its (public, secret) key and the node's public key."""
     import anyio
     import zmq
 
@@ -98,6 +109,9 @@ async def fake_peer(url: str) -> AsyncIterator[FakePeer]:
 
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = (
+            k.encode() for k in curve)
     sock.connect(url)
     group = SocketGroup()
     peer = FakePeer(None)

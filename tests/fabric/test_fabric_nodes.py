@@ -15,6 +15,7 @@ from fabricutil import account, fabric_configs, fake_peer, tx
 from nodeutil import running_node, wait_until
 
 from gateway import wire
+from gateway.auth import load_or_create_server_keys
 from gateway.codec import Endpoint
 from gateway.config import Config
 from gateway.errors import ErrorCode
@@ -96,7 +97,9 @@ async def test_unknown_peer_and_directory_mismatch_are_refused(tmp_path: Path) -
     async with running_node(configs["eu"]) as eu:  # the fake peer below plays "us"
         assert eu.fabric is not None
         fp = eu.fabric.directory.fingerprint
-        async with fake_peer(eu.fabric.url) as peer:
+        us_keys = load_or_create_server_keys(Path(configs["us"].node.data_dir))
+        curve = (us_keys.public, us_keys.secret, eu.server_keys.public)
+        async with fake_peer(eu.fabric.url, curve=curve) as peer:
             replies = [await peer.request(m) for m in (
                 wire.Ping(1, 1),
                 wire.FabricHello(1, 2, "xx", "intruder", 5, fp),
@@ -202,7 +205,9 @@ async def test_frame_errors_on_the_fabric_endpoint(tmp_path: Path) -> None:
     async with running(configs) as nodes:
         eu = nodes["eu"]
         assert eu.fabric is not None
-        async with fake_peer(eu.fabric.url) as peer:
+        us_keys = load_or_create_server_keys(Path(configs["us"].node.data_dir))
+        curve = (us_keys.public, us_keys.secret, eu.server_keys.public)
+        async with fake_peer(eu.fabric.url, curve=curve) as peer:
             for frames, name in (([b""], "EMPTY_MESSAGE"),
                                  ([b"\x93\xa4ping\x01\x01", b"x", b"y"], "TOO_MANY_FRAMES"),
                                  ([b"\xc1"], "MALFORMED")):
