@@ -38,7 +38,7 @@ from gateway.counters import Counters, LatencyHistogram
 from gateway.delivery import DeviceStream, PresenceTracker
 from gateway.errors import ErrorCode, ProtocolError
 from gateway.journal import Journal, Write
-from gateway.store import Store
+from gateway.store import Store, sql_i64
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,6 @@ ALERT_CACHE: Final = 50_000  # encoded alerts kept in memory (oldest dropped fir
 TICK_S: Final = 0.05
 SLOW_TICKS: Final = 20  # lag checks and cursor journaling every SLOW_TICKS ticks (1 s)
 LAG_THRESHOLD: Final = 1000  # unconfirmed messages after which a device is "lagging"
-
-def _sql_i64(value: int) -> int:
-    """A u64 (account numbers) as the SQLite INTEGER of the same 64 bits."""
-    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 Reply = Callable[[bytes, bytes], None]  # (routing id, body)
@@ -296,7 +292,7 @@ class AlertDesk:
         writes: list[Write] = [(
             "INSERT INTO alerts (alert_id, key, severity, account, raised_ns, recipients, "
             "jseq) VALUES (?,?,?,?,?,?,?)",
-            [alert_id, key, alert.severity.value, _sql_i64(alert.account), raised,
+            [alert_id, key, alert.severity.value, sql_i64(alert.account), raised,
              ",".join(officers),
              self.journal.next_seq])]
         for officer in officers:

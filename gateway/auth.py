@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,13 +106,10 @@ class OfficerKey:
 
 def load_key(path: str | Path) -> OfficerKey:
     """Read an officer key file; a bad file is a :class:`ConfigError` naming the key."""
+    from gateway.config import read_toml
+
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(p), "<file>", exc.strerror or str(exc)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), "<syntax>", str(exc)) from None
+    data = read_toml(p)
     for name in ("officer", "public", "secret", "server"):
         value = data.get(name)
         if not isinstance(value, str):

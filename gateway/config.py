@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -238,25 +238,23 @@ def convert_checked(data: object, typ: type[T], source: str) -> T:
     raise ConfigError(source, key, reason)
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's table; an unreadable or malformed file is a :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(p), "<file>", exc.strerror or str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), "<syntax>", str(exc)) from None
+
+
 def load_config(path: str | Path | None) -> Config:
     """Read and validate a config file; ``None`` gives the embedded defaults."""
     if path is None:
         return Config()
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), "<file>", exc.strerror or str(exc)) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), "<syntax>", str(exc)) from None
-    try:
-        cfg = msgspec.convert(data, Config)
-    except msgspec.ValidationError as exc:
-        key, reason = _split_error(exc)
-        raise ConfigError(str(p), key, reason) from None
-    check_config(cfg, str(p))
+    cfg = convert_checked(read_toml(path), Config, str(path))
+    check_config(cfg, str(path))
     return cfg
 
 
@@ -267,4 +265,5 @@ def check_config(cfg: Config, source: str) -> None:
     check_fabric_config(cfg, source)
 
 
-__all__ = ["CONFIG_REFERENCE", "Config", "check_config", "load_config"]
+__all__ = ["CONFIG_REFERENCE", "Config", "check_config", "convert_checked", "load_config",
+           "read_toml"]

@@ -30,6 +30,7 @@ import zmq
 from anyio.streams.memory import MemoryObjectSendStream
 
 from gateway import runtime, wire
+from gateway.store import sql_i64, u64_of
 from gateway.transport import DealerConnection, open_dealer
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,6 @@ CREATE TABLE IF NOT EXISTS accounts (
     updated_ns       INTEGER NOT NULL
 );
 """
-
-
-def _s(u: int) -> int:
-    """A u64 account number as SQLite's signed 64-bit integer."""
-    return u - (1 << 64) if u >= 1 << 63 else u
-
-
-def _u(s: int) -> int:
-    return s + (1 << 64) if s < 0 else s
 
 
 def _fits_i64(n: int) -> bool:
@@ -132,7 +124,7 @@ class Ledger:
                     "WHERE key = ?", (key,)).fetchone()
                 if row is not None:
                     db.execute("ROLLBACK")
-                    same = (row[3], _u(row[4]), row[5]) == (command, account, amount)
+                    same = (row[3], u64_of(row[4]), row[5]) == (command, account, amount)
                     return Outcome(bool(row[0]), row[1], row[2], duplicate=True,
                                    conflict=not same)
                 ok, result = _apply(db, command, account, amount, served, now)
@@ -142,7 +134,7 @@ class Ledger:
                     "INSERT INTO executed (seq, key, command, account, amount, reason, "
                     "incident, ok, result, reference, executed_ns) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (seq, key, command, _s(account), amount if _fits_i64(amount) else 0,
+                    (seq, key, command, sql_i64(account), amount if _fits_i64(amount) else 0,
                      reason, incident if _fits_i64(incident) else 0, int(ok), result,
                      reference, now))
                 db.execute("COMMIT")
@@ -160,7 +152,7 @@ class Ledger:
         with self._lock:
             row = self._db.execute(
                 "SELECT frozen, limit_minor, step_up_required, trusted_revoked FROM accounts "
-                "WHERE account = ?", (_s(account),)).fetchone()
+                "WHERE account = ?", (sql_i64(account),)).fetchone()
         if row is None:
             return AccountState(account=account, frozen=False, limit=None,
                                 step_up_required=False, trusted_revoked=False)
@@ -189,11 +181,11 @@ def _apply(db: sqlite3.Connection, command: str, account: int, amount: int,
             return False, "limit out of range"
         value = amount
     db.execute("INSERT OR IGNORE INTO accounts (account, updated_ns) VALUES (?, ?)",
-               (_s(account), now))
+               (sql_i64(account), now))
     before = db.execute(f"SELECT {column} FROM accounts WHERE account = ?",
-                        (_s(account),)).fetchone()[0]
+                        (sql_i64(account),)).fetchone()[0]
     db.execute(f"UPDATE accounts SET {column} = ?, updated_ns = ? WHERE account = ?",
-               (value, now, _s(account)))
+               (value, now, sql_i64(account)))
     result = f"account {account} {text.format(amount=amount)}"
     if before == value:
         result += " (no change)"

@@ -34,7 +34,6 @@ class ErrorCode(enum.IntEnum):
     # incident response (30..39)
     SELF_APPROVAL = 30  # the maker of a command request cannot approve or reject it
     REQUEST_CLOSED = 31  # the command request was already decided, executed or expired
-    NO_EXECUTOR = 32  # reserved: no business system serves this command
 
 
 class GatewayError(Exception):

@@ -27,6 +27,7 @@ import msgspec
 
 from gateway import wire
 from gateway.fabric import RelayItem
+from gateway.store import sql_i64, u64_of
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,14 +54,6 @@ CREATE TABLE IF NOT EXISTS applied (
     applied_ms INTEGER NOT NULL
 );
 """
-
-
-def _s(u: int) -> int:
-    return u - (1 << 64) if u >= 1 << 63 else u
-
-
-def _u(s: int) -> int:
-    return s + (1 << 64) if s < 0 else s
 
 
 def _ms() -> int:
@@ -108,13 +101,13 @@ class FabricStore:
         try:
             db.executemany(
                 "INSERT OR REPLACE INTO trusted VALUES (?, ?, ?, 0, ?)",
-                [(_s(a), lvl, origin, now) for a, lvl in local])
+                [(sql_i64(a), lvl, origin, now) for a, lvl in local])
             for dest, rows in foreign.items():
                 row = db.execute("SELECT last FROM outbox_seq WHERE dest = ?",
                                  (dest,)).fetchone()
                 last = int(row[0]) if row else 0
                 db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?)",
-                               [(dest, last + i, _s(a), lvl, now)
+                               [(dest, last + i, sql_i64(a), lvl, now)
                                 for i, (a, lvl) in enumerate(rows, start=1)])
                 db.execute("INSERT OR REPLACE INTO outbox_seq VALUES (?, ?)",
                            (dest, last + len(rows)))
@@ -138,23 +131,23 @@ class FabricStore:
 
     def position(self, origin: str, stream: int) -> int:
         row = self.db.execute("SELECT applied FROM inbox WHERE origin = ? AND stream = ?",
-                              (origin, _s(stream))).fetchone()
+                              (origin, sql_i64(stream))).fetchone()
         return int(row[0]) if row else 0
 
     def apply(self, origin: str, stream: int, entries: Iterable[wire.TrustEntry],
               before: int, after: int, snapshot: bool) -> None:
         """Store the changes, the stream's new position and the applied range, durably."""
         now = _ms()
-        rows = [(_s(e.account), e.level, origin, e.seq, now) for e in entries]
+        rows = [(sql_i64(e.account), e.level, origin, e.seq, now) for e in entries]
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT OR REPLACE INTO trusted VALUES (?, ?, ?, ?, ?)", rows)
             db.execute("INSERT OR REPLACE INTO inbox VALUES (?, ?, ?, ?)",
-                       (origin, _s(stream), after, now))
+                       (origin, sql_i64(stream), after, now))
             if after > before:
                 db.execute("INSERT INTO applied VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           (origin, _s(stream), before, after, int(snapshot), len(rows), now))
+                           (origin, sql_i64(stream), before, after, int(snapshot), len(rows), now))
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -162,7 +155,7 @@ class FabricStore:
 
     def applied_ranges(self) -> list[AppliedRange]:
         """Every applied range, in the order applied (for audits and checkers)."""
-        return [AppliedRange(str(o), _u(int(s)), int(f), int(t), bool(sn), int(n))
+        return [AppliedRange(str(o), u64_of(int(s)), int(f), int(t), bool(sn), int(n))
                 for o, s, f, t, sn, n in self.db.execute(
                     "SELECT origin, stream, from_seq, to_seq, snapshot, entries FROM applied "
                     "ORDER BY rowid")]
@@ -171,7 +164,7 @@ class FabricStore:
 
     def trusted_rows(self) -> list[tuple[int, int]]:
         """Every stored change (level 0: removed), to lay over the base file at start."""
-        return [(_u(int(a)), int(lvl)) for a, lvl in self.db.execute(
+        return [(u64_of(int(a)), int(lvl)) for a, lvl in self.db.execute(
             "SELECT account, level FROM trusted ORDER BY account")]
 
     # -- relayed alerts (sender side) ----------------------------------------------------
@@ -239,7 +232,7 @@ class SqlOutbox:
         self.dest = dest
 
     def after(self, seq: int, limit: int) -> list[tuple[int, int, int]]:
-        return [(int(s), _u(int(a)), int(lvl)) for s, a, lvl in self.store.db.execute(
+        return [(int(s), u64_of(int(a)), int(lvl)) for s, a, lvl in self.store.db.execute(
             "SELECT seq, account, level FROM outbox WHERE dest = ? AND seq > ? "
             "ORDER BY seq LIMIT ?", (self.dest, seq, limit))]
 

@@ -55,6 +55,7 @@ from gateway.incident._ladder import Fire, Ladder, Skip
 from gateway.incident._oncall import APP, AlertFacts, OnCall, Step, family_of
 from gateway.incident.adapters import Page, PageResult, SmtpChannel, WebhookChannel
 from gateway.journal import Journal, Write
+from gateway.store import sql_i64, u64_of
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +63,6 @@ TICK_S: Final = 0.1
 DISPATCH_RETRY_MS: Final = 2000  # an unanswered execute is sent again after this long
 EXECUTOR_SILENT_MS: Final = 5000  # an executor without hello this long is gone
 ADAPTER_THREADS: Final = 8
-CLIENT_REQUESTS: Final = (wire.Say, wire.RoomJoin, wire.RoomLeave, wire.Invite,
-                          wire.CommandSubmit, wire.Approve, wire.IncidentsRequest,
-                          wire.CasesSearch)
-
-
-def _sql_i64(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _u64(value: int) -> int:
-    return value + (1 << 64) if value < 0 else value
 
 
 class _IncidentEvent(msgspec.Struct, array_like=True):
@@ -242,7 +232,7 @@ class IncidentDesk:
                 "SELECT DISTINCT a.officer FROM acks a JOIN incident_alerts i ON "
                 "i.alert_id = a.alert_id WHERE i.incident_id = ? AND a.level = "
                 "'acknowledged'", (iid,))}
-            inc = Incident(iid, _u64(int(r[1])), str(r[2]), str(r[3]), str(r[4]), str(r[5]),
+            inc = Incident(iid, u64_of(int(r[1])), str(r[2]), str(r[3]), str(r[4]), str(r[5]),
                            int(r[6]), int(r[7]), int(r[8]), alerts, members, delivered, head,
                            ladder, [int(x) for x in str(r[12]).split(",") if x], acked)
             self._index(inc)
@@ -258,7 +248,7 @@ class IncidentDesk:
                 "SELECT officer FROM votes WHERE request_id = ? AND approve = 1 ORDER BY ts_ns",
                 (int(r[0]),))]
             req = Request(int(r[0]), int(r[1]), str(r[2]), str(r[3]),
-                          Command(str(r[4]), _u64(int(r[5])), int(r[6]), str(r[7])), votes,
+                          Command(str(r[4]), u64_of(int(r[5])), int(r[6]), str(r[7])), votes,
                           int(r[11]), int(r[12]), int(r[13]))
             self._requests[req.id] = req
             self._keys[(req.maker, req.key)] = req.id
@@ -287,7 +277,7 @@ class IncidentDesk:
                                                  len(tried)))
 
     def frozen_accounts(self) -> list[int]:
-        return [_u64(int(a)) for a, in self.db.execute("SELECT account FROM frozen_accounts")]
+        return [u64_of(int(a)) for a, in self.db.execute("SELECT account FROM frozen_accounts")]
 
     def bind(self, *, reply_client: Callable[[bytes, bytes], None],
              send_service: Callable[[bytes, bytes], None]) -> None:
@@ -374,7 +364,7 @@ class IncidentDesk:
             ("INSERT INTO incidents (incident_id, account, family, severity, title, region, "
              "status, opened_ns, last_alert_ns, first_alert, ladder, similar, jseq) "
              "VALUES (?,?,?,?,?,?,'open',?,?,?,?,?,?)",
-             [iid, _sql_i64(inc.account), inc.family, inc.severity, inc.title, inc.region,
+             [iid, sql_i64(inc.account), inc.family, inc.severity, inc.title, inc.region,
               now, now, alert.alert_id, ladder_json, ",".join(map(str, similar)),
               self.journal.next_seq]),
             ("INSERT INTO incident_alerts VALUES (?,?)", [iid, alert.alert_id])]
@@ -509,12 +499,8 @@ class IncidentDesk:
     def on_client(self, ident: bytes, officer: str, msg: Any) -> bytes | None:
         """Incident requests from an attached officer device (clients endpoint)."""
         v = wire.PROTOCOL_VERSION
-        if isinstance(msg, wire.IncidentsRequest):
-            return self._encode(wire.Incidents(v, msg.rid, self.incident_infos(
-                msg.open_only, msg.limit)))
-        if isinstance(msg, wire.CasesSearch):
-            return self._encode(wire.Cases(v, msg.rid, self.search_cases(msg.query,
-                                                                          msg.limit)))
+        if isinstance(msg, wire.IncidentsRequest | wire.CasesSearch):
+            return self._query(msg)
         roles = self.oncall.roles_of(officer)
 
         def posted(inc: Incident) -> Callable[[int], None]:
@@ -624,7 +610,7 @@ class IncidentDesk:
         by = [str(o) for o, in self.db.execute(
             "SELECT officer FROM votes WHERE request_id = ? AND approve = 1 ORDER BY ts_ns",
             (request_id,))]
-        return wire.CommandInfo(int(r[0]), int(r[1]), str(r[2]), _u64(int(r[3])), int(r[4]),
+        return wire.CommandInfo(int(r[0]), int(r[1]), str(r[2]), u64_of(int(r[3])), int(r[4]),
                                 str(r[5]), str(r[6]), str(r[7]), int(r[8]), by, int(r[9]),
                                 int(r[10]), str(r[11]), str(r[12]))
 
@@ -674,7 +660,7 @@ class IncidentDesk:
             "INSERT INTO commands (request_id, incident_id, maker, key, command, account, "
             "amount, reason, state, approvals, approvers, created_ns, expires_ns) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [rid, inc.id, officer, msg.key, cmd.name, _sql_i64(cmd.account), cmd.amount,
+            [rid, inc.id, officer, msg.key, cmd.name, sql_i64(cmd.account), cmd.amount,
              cmd.reason, "pending", rule.approvals, ",".join(sorted(rule.approvers)), now,
              expires])]
         self._requests[rid] = req
@@ -762,10 +748,10 @@ class IncidentDesk:
             self._freeze(cmd.account, frozen)  # the next payment is scored frozen
             if frozen:
                 writes.append(("INSERT OR REPLACE INTO frozen_accounts VALUES (?,?,?)",
-                               [_sql_i64(cmd.account), req.id, now]))
+                               [sql_i64(cmd.account), req.id, now]))
             else:
                 writes.append(("DELETE FROM frozen_accounts WHERE account = ?",
-                               [_sql_i64(cmd.account)]))
+                               [sql_i64(cmd.account)]))
             self.counters.inc(f"accounts_{cmd.name}d")
             self._post(inc, "frozen" if frozen else "unfrozen", "node",
                        f"account {cmd.account} {'frozen' if frozen else 'unfrozen'} in this "
@@ -819,14 +805,18 @@ class IncidentDesk:
         if isinstance(msg, wire.Executed):
             self._executed(ident, msg)
             return None
+        if isinstance(msg, wire.IncidentsRequest | wire.CasesSearch):
+            return self._query(msg)
+        raise ProtocolError(ErrorCode.WRONG_ENDPOINT, f"{type(msg).__name__} is not served "
+                            "here", msg.rid)
+
+    def _query(self, msg: wire.IncidentsRequest | wire.CasesSearch) -> bytes:
+        """The read-only requests, served alike on the clients and services endpoints."""
+        v = wire.PROTOCOL_VERSION
         if isinstance(msg, wire.IncidentsRequest):
             return self._encode(wire.Incidents(v, msg.rid, self.incident_infos(
                 msg.open_only, msg.limit)))
-        if isinstance(msg, wire.CasesSearch):
-            return self._encode(wire.Cases(v, msg.rid, self.search_cases(msg.query,
-                                                                          msg.limit)))
-        raise ProtocolError(ErrorCode.WRONG_ENDPOINT, f"{type(msg).__name__} is not served "
-                            "here", msg.rid)
+        return self._encode(wire.Cases(v, msg.rid, self.search_cases(msg.query, msg.limit)))
 
     def _dispatch(self, req: Request) -> None:
         if req.command.name not in BUSINESS or req.votes.state != "approved":
@@ -948,7 +938,7 @@ class IncidentDesk:
             alerts = [int(a) for a, in self.db.execute(
                 "SELECT alert_id FROM incident_alerts WHERE incident_id = ? ORDER BY alert_id",
                 (iid,))]
-            out.append(wire.IncidentInfo(iid, str(r[1]), wire.Severity(r[2]), _u64(int(r[3])),
+            out.append(wire.IncidentInfo(iid, str(r[1]), wire.Severity(r[2]), u64_of(int(r[3])),
                                          str(r[4]), str(r[5]), int(r[6]), int(r[7]), members,
                                          alerts, [int(x) for x in str(r[8]).split(",") if x]))
         return out
@@ -1122,4 +1112,4 @@ def case_info(r: Sequence[Any]) -> wire.CaseInfo:
                          int(r[7]))
 
 
-__all__ = ["CLIENT_REQUESTS", "Incident", "IncidentDesk", "case_info"]
+__all__ = ["Incident", "IncidentDesk", "case_info"]

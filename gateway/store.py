@@ -184,6 +184,16 @@ MIGRATIONS: Final[list[str]] = [
 ]
 
 
+def sql_i64(value: int) -> int:
+    """A u64 (an account number) as the SQLite INTEGER with the same 64 bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def u64_of(value: int) -> int:
+    """The u64 that :func:`sql_i64` stored."""
+    return value + (1 << 64) if value < 0 else value
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRuleSet:
     version: int
@@ -253,4 +263,4 @@ class Store:
         self.db.close()
 
 
-__all__ = ["MIGRATIONS", "Store", "StoredRuleSet"]
+__all__ = ["MIGRATIONS", "Store", "StoredRuleSet", "sql_i64", "u64_of"]

@@ -182,14 +182,9 @@ def load_policy(path: str | Path | None) -> Policy:
     """A policy file; ``None`` or "" gives :data:`POLICY_REFERENCE`, the default."""
     if not path:
         return parse_policy(tomllib.loads(POLICY_REFERENCE), "<default policy>")
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(p), "<file>", exc.strerror or str(exc)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), "<syntax>", str(exc)) from None
-    return parse_policy(data, str(p))
+    from gateway.config import read_toml
+
+    return parse_policy(read_toml(path), str(path))
 
 
 # -- one request's votes -------------------------------------------------------------------

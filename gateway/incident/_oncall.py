@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -296,14 +295,9 @@ class OnCall:
 
 def load_oncall(path: str | Path) -> OnCall:
     """Read and validate an on-call file."""
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(p), "<file>", exc.strerror or str(exc)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), "<syntax>", str(exc)) from None
-    return parse_oncall(data, str(p))
+    from gateway.config import read_toml
+
+    return parse_oncall(read_toml(path), str(path))
 
 
 def parse_oncall(data: object, source: str = "<on-call>") -> OnCall:

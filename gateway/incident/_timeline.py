@@ -21,6 +21,7 @@ import msgspec
 from gateway import wire
 from gateway.errors import GatewayError
 from gateway.incident._commands import BUSINESS, Command
+from gateway.store import u64_of
 
 SCAN_EVENTS: Final = 200_000  # journal events looked at for device receipts, at most
 SCAN_AFTER_RESOLVED_NS: Final = 3600 * 1_000_000_000  # receipts looked for this long after
@@ -105,10 +106,6 @@ class Timeline:
     notes: list[str] = field(default_factory=list)
 
 
-def _u64(value: int) -> int:
-    return value + (1 << 64) if value < 0 else value
-
-
 def _seconds(later_ns: int | None, origin_ns: int) -> float | None:
     return None if later_ns is None else (later_ns - origin_ns) / 1e9
 
@@ -132,7 +129,7 @@ def _incident_row(db: sqlite3.Connection, r: Sequence[Any]) -> IncidentRow:
     members = tuple(str(o) for o, in db.execute(
         "SELECT officer FROM members WHERE incident_id = ? AND left_ns = 0 ORDER BY officer",
         (iid,)))
-    return IncidentRow(iid, str(r[1]), _u64(int(r[2])), str(r[3]), str(r[4]), str(r[5]),
+    return IncidentRow(iid, str(r[1]), u64_of(int(r[2])), str(r[3]), str(r[4]), str(r[5]),
                        int(r[6]), int(r[7]), str(r[8]), alerts, members)
 
 
@@ -335,7 +332,7 @@ def _command_entries(db: sqlite3.Connection, incident_id: int,
             "SELECT request_id, maker, command, account, amount, reason, state, approvals, "
             "approvers, created_ns, approved_ns, done_ns, result, reference FROM commands "
             "WHERE incident_id = ? ORDER BY request_id", (incident_id,)).fetchall():
-        text = Command(str(name), _u64(int(account)), int(amount), str(reason)).text()
+        text = Command(str(name), u64_of(int(account)), int(amount), str(reason)).text()
         need = (f"needs {needed} approval{'s' * (needed > 1)} from "
                 f"{str(approvers).replace(',', ', ')}" if needed else "no approval needed")
         entries.append(Entry(int(created), "request", str(maker),

@@ -38,7 +38,25 @@ def _wait_for(cond: threading.Condition, items: list[T], n: int, timeout: float,
         return list(items)
 
 
-class WebhookReceiver:
+class _Running:
+    """A receiver used as a context manager: started on entry, closed on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class WebhookReceiver(_Running):
     """A signed-webhook endpoint: 401 for a bad signature, ``status`` for a good one, and
     503 for the first ``fail_first`` requests (a provider outage, to exercise failover)."""
 
@@ -131,14 +149,6 @@ class WebhookReceiver:
             self._thread = None
         self._server.server_close()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
 
 class _Mailbox:
     """The aiosmtpd handler: parses each accepted message and hands it on."""
@@ -166,7 +176,7 @@ class _BoundController(Controller):
                                        ssl=self.ssl_context)
 
 
-class SmtpReceiver:
+class SmtpReceiver(_Running):
     """A real SMTP server (aiosmtpd) on loopback that keeps every message it accepts."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -205,14 +215,6 @@ class SmtpReceiver:
             if not controller.loop.is_closed():  # the server thread never ran the loop
                 controller.loop.close()
         self._sock.close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 __all__ = ["SmtpReceiver", "WebhookReceiver"]

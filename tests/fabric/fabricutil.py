@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+from nodeutil import running_node, wait_until
 
 from gateway import wire
 from gateway.auth import load_or_create_server_keys
@@ -20,6 +22,7 @@ from gateway.config import (
     IngestSection,
     NodeSection,
 )
+from gateway.node import Node
 
 BASE = {"eu": 0, "us": 1_000_000, "ap": 2_000_000}
 
@@ -125,3 +128,18 @@ async def fake_peer(url: str, *, curve: tuple[str, str, str] | None = None,
                 tg.cancel_scope.cancel()
     finally:
         group.close()
+
+
+FAST = {"heartbeat_ms": 100, "dead_after_ms": 300}  # links up and down within a second
+
+
+@asynccontextmanager
+async def running(configs: dict[str, Config]) -> AsyncIterator[dict[str, Node]]:
+    """In-process nodes, one per config, once every fabric link is up."""
+    async with AsyncExitStack() as stack:
+        nodes = {r: await stack.enter_async_context(running_node(c))
+                 for r, c in configs.items()}
+        await wait_until(lambda: all(n.fabric is not None and all(
+            link.up for link in n.fabric.links.values()) for n in nodes.values()),
+            timeout=10, what="links up")
+        yield nodes

@@ -4,14 +4,12 @@ partition policies."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from fabricutil import account, fabric_configs, fake_peer, tx
+from fabricutil import FAST, account, fabric_configs, fake_peer, running, tx
 from nodeutil import running_node, wait_until
 
 from gateway import wire
@@ -19,24 +17,9 @@ from gateway.auth import load_or_create_server_keys
 from gateway.codec import Endpoint
 from gateway.config import Config
 from gateway.errors import ErrorCode
-from gateway.node import Node
 from gateway.transport import open_dealer
 
 pytestmark = pytest.mark.anyio
-
-FAST = {"heartbeat_ms": 100, "dead_after_ms": 300}
-
-
-@contextlib.asynccontextmanager
-async def running(configs: dict[str, Config]) -> AsyncIterator[dict[str, Node]]:
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = {r: await stack.enter_async_context(running_node(c))
-                 for r, c in configs.items()}
-        await wait_until(lambda: all(n.fabric is not None and all(
-            link.up for link in n.fabric.links.values()) for n in nodes.values()),
-            timeout=10, what="links up")
-        yield nodes
-
 
 @pytest.mark.parametrize("mode", ["native", "python"])
 async def test_mixed_batch_is_forwarded_and_answered_in_order(tmp_path: Path,

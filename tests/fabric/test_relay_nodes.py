@@ -4,38 +4,20 @@ relay is a duplicate, not a second alert; bad relays get typed errors."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
-from fabricutil import fabric_configs, fake_peer, tx
+from fabricutil import FAST, fabric_configs, fake_peer, running, tx
 from nodeutil import register_officer, running_node, wait_until
 
 from gateway import wire
 from gateway.auth import load_or_create_server_keys
 from gateway.client import open_officer
 from gateway.codec import Endpoint
-from gateway.config import Config
-from gateway.node import Node
 from gateway.transport import open_dealer
 
 pytestmark = pytest.mark.anyio
-
-FAST = {"heartbeat_ms": 100, "dead_after_ms": 300}
-
-
-@contextlib.asynccontextmanager
-async def running(configs: dict[str, Config]) -> AsyncIterator[dict[str, Node]]:
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = {r: await stack.enter_async_context(running_node(c))
-                 for r, c in configs.items()}
-        await wait_until(lambda: all(n.fabric is not None and all(
-            link.up for link in n.fabric.links.values()) for n in nodes.values()),
-            timeout=10, what="links up")
-        yield nodes
-
 
 async def next_alert(client: object, timeout: float = 5.0) -> wire.AlertPush:
     with anyio.fail_after(timeout):
