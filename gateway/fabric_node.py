@@ -14,7 +14,10 @@ one of them is answered on another without waking a second task;
 - ``fabric.db`` (:class:`~gateway.fabric_store.FabricStore`);
 - the relay of this node's alerts to the officers of other regions (``fabric.relay_alerts``):
   the alert desk's ``on_raised`` hook feeds it, its outbox is the desk's own journaled
-  alerts, and alerts relayed here are journaled through the desk.
+  alerts, and alerts relayed here are journaled through the desk;
+- the carriage of approved incident commands to the home node of their account
+  (``cmd_forward`` / ``cmd_state``): the incident desk decides and keeps the state, this
+  shell only sends, routes the answers and refuses what is not for this node.
 
 The decisions are made by the sans-IO machines (directory, links, forward table, dedup,
 placement); this module feeds them messages and ``time.monotonic()`` and carries out
@@ -76,6 +79,7 @@ from gateway.fabric import (
     relay_regions,
 )
 from gateway.fabric_store import FabricStore, SqlAlertOutbox
+from gateway.incidents import IncidentDesk
 from gateway.ingest import NativeIngestEndpoint
 from gateway.scoring import ScoringEngine
 from gateway.transport import (
@@ -203,6 +207,9 @@ class Fabric:
         self._relay_saved: dict[str, list[int]] = {}
         self._relay_saved_at = 0.0
         self._desk: AlertDesk | None = None
+        # incident commands for accounts homed elsewhere (attach_incidents)
+        self._incidents: IncidentDesk | None = None
+        self._command_rids: dict[int, tuple[str, str]] = {}  # rid -> (region, key)
         self.url = ""
         self._install_trusted_at_start()
 
@@ -337,6 +344,12 @@ class Fabric:
             self.relays[region] = RelaySender(region, outbox, acked, ack_timeout_s=ack_timeout)
         desk.on_raised = self._on_raised
 
+    def attach_incidents(self, incidents: IncidentDesk) -> None:
+        """The node's incident desk: commands it approves for accounts homed elsewhere go
+        to their home nodes, and commands of other regions for accounts homed here reach it."""
+        self._incidents = incidents
+        incidents.fabric = self
+
     async def serve(self) -> None:
         """Run the sockets' owner tasks and the clock until cancelled."""
         assert self._router is not None and self._monitor is not None, "open() first"
@@ -437,6 +450,8 @@ class Fabric:
                             a.silent_s)
                 self.senders[region].on_link_down()
                 self._relay_link_change(region, now)
+                for rid in [r for r, (dest, _) in self._command_rids.items() if dest == region]:
+                    del self._command_rids[rid]  # sent again by the desk's next tick
 
     def _peer_handler(self, region: str) -> Callable[[list[bytes]], None]:
         def on_message(frames: list[bytes]) -> None:
@@ -467,6 +482,15 @@ class Fabric:
         elif isinstance(msg, wire.AlertRelayed | wire.Busy | wire.Error) and (
                 msg.rid in self._relay_rids):
             self._relay_reply(region, msg, now)
+        elif isinstance(msg, wire.CommandState):
+            self._command_rids.pop(msg.rid, None)
+            if self._incidents is not None:
+                self._incidents.home_state(region, msg)
+        elif isinstance(msg, wire.Error) and msg.rid in self._command_rids and (
+                msg.code != ErrorCode.UNKNOWN_PEER):
+            _, key = self._command_rids.pop(msg.rid)
+            if self._incidents is not None:
+                self._incidents.home_refused(region, key, msg)
         elif isinstance(msg, wire.Error) and msg.code == ErrorCode.UNKNOWN_PEER:
             self._link_actions(region, link.on_refused(now), now)
         elif isinstance(msg, wire.Error) and msg.code == ErrorCode.DIRECTORY_MISMATCH:
@@ -622,6 +646,8 @@ class Fabric:
             return self._encode(wire.TrustAck(v, msg.rid, msg.stream, rx.applied))
         if isinstance(msg, wire.AlertRelay):
             return self._alert_relay(region, msg)
+        if isinstance(msg, wire.CommandForward):
+            return self._command_in(region, msg)
         assert isinstance(msg, wire.TrustPut)
         return self._trust_put(region, msg)
 
@@ -851,6 +877,49 @@ class Fabric:
             self.counters.inc("fabric_peer_replies_unroutable")
             return  # the origin sends it again once it is back
         self._router.send((ident, reply))
+
+    # -- incident commands for accounts homed elsewhere -------------------------------------
+
+    def home(self, account: int) -> str | None:
+        return self.directory.home(account)
+
+    def send_command(self, region: str, msg: wire.CommandForward) -> bool:
+        """Origin: send an approved command to ``region``'s node (the incident desk sends
+        it again until the state is final); False while the link is down."""
+        if not self.is_up(region):
+            return False
+        rid = self._next_rid()
+        if len(self._command_rids) >= 10_000:  # answers lost on dead connections
+            self._command_rids.clear()
+        self._command_rids[rid] = (region, msg.key)
+        self._send_peer(region, msgspec.structs.replace(msg, rid=rid))
+        self.counters.inc(f"fabric_commands_sent.{region}")
+        return True
+
+    def send_state(self, region: str, msg: wire.CommandState) -> None:
+        """Home: answer or report to the origin's current connection (lost if it has none:
+        the origin asks again)."""
+        self._reply_peer(region, self._encode(msg))
+
+    def _command_in(self, origin: str, msg: wire.CommandForward) -> bytes | None:
+        """Home: an approved command from another region for an account homed here."""
+        if msg.origin != origin:
+            return self._refuse(ProtocolError(
+                ErrorCode.INVALID, f"cmd_forward names region {msg.origin!r} but comes from "
+                f"{origin!r}", msg.rid))
+        if not self.directory.is_local(msg.account):
+            return self._refuse(ProtocolError(
+                ErrorCode.WRONG_REGION, f"account {msg.account} is homed in "
+                f"{self.directory.home(msg.account)}, not {self.region}", msg.rid))
+        if self._incidents is None:
+            return self._refuse(ProtocolError(
+                ErrorCode.INVALID, f"incident response is off at {self.region}'s node (set "
+                "[incident] oncall there): it cannot carry out commands", msg.rid))
+        self.counters.inc(f"fabric_commands_in.{origin}")
+        try:
+            return self._incidents.from_region(origin, msg)
+        except ProtocolError as err:
+            return self._refuse(err)
 
     # -- trusted data (services endpoint) ----------------------------------------------------
 

@@ -19,6 +19,12 @@ commands, and keeps the case library. I/O shell around ``gateway.incident``.
   takes effect in the node's own scoring at once and the command is dispatched to an
   executor (a business system on the services endpoint) with an idempotency key until it
   answers; after a restart, approved commands are dispatched again with the same key.
+- **Commands for accounts homed in another region** (with a regional fabric): the
+  approved command goes over the fabric to the account's home node, again every 2 s until
+  that node reports it executed or failed. The home node journals it once per key, puts a
+  freeze into its own scoring at once, dispatches it to its own business systems with the
+  origin's key, answers ``accepted`` when that is durable and reports the business
+  system's answer; the origin posts each step in the room.
 - **Cases**: ``/resolve`` closes the incident and files it in the case library (FTS5).
 """
 
@@ -31,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import anyio.abc
@@ -121,9 +127,27 @@ class Request:
     approved_ns: int = 0
     last_sent_ms: int = -(10**12)
     attempts: int = 0
+    exec_key: str = ""  # the business system's idempotency key (the origin's, everywhere)
+    home: str = ""  # origin: the region the command goes to ("" = executed here)
+    forwarded_ns: int = 0  # origin: when the home node accepted it
+    origin: str = ""  # home: the region it came from ("" = requested here)
+    refused: str = ""  # origin: the home node's last refusal (posted once)
 
-    def exec_key(self, node: str) -> str:
-        return f"{node}-cmd-{self.id}"
+
+class CommandFabric(Protocol):
+    """What the desk needs of the regional fabric (:class:`gateway.fabric_node.Fabric`)."""
+
+    def home(self, account: int) -> str | None:
+        """The account's home region, None if the directory does not know it."""
+        ...
+
+    def send_command(self, region: str, msg: wire.CommandForward) -> bool:
+        """Send to ``region``'s node; False while the link to it is down."""
+        ...
+
+    def send_state(self, region: str, msg: wire.CommandState) -> None:
+        """Answer (or report to) ``region``'s node on its current connection."""
+        ...
 
 
 @dataclass(slots=True)
@@ -194,6 +218,8 @@ class IncidentDesk:
         self._decided: dict[int, tuple[str, Any]] = {}  # alert -> (join|open, ...)
         self._requests: dict[int, Request] = {}  # pending or approved, not executed
         self._keys: dict[tuple[str, str], int] = {}  # (maker, key) -> request, this run
+        self._by_exec_key: dict[str, Request] = {}  # origin: open requests sent home
+        self.fabric: CommandFabric | None = None  # set by the node with a [fabric]
         self._executors: dict[bytes, _Executor] = {}
         self._jobs_send, self._jobs_recv = anyio.create_memory_object_stream[_PageJob](10_000)
         self._limiter = anyio.CapacityLimiter(ADAPTER_THREADS)
@@ -240,7 +266,8 @@ class IncidentDesk:
                 self._unfinished_pages(inc, ladder)
         for r in db.execute(
                 "SELECT request_id, incident_id, maker, key, command, account, amount, reason, "
-                "state, approvals, approvers, created_ns, expires_ns, approved_ns "
+                "state, approvals, approvers, created_ns, expires_ns, approved_ns, home, "
+                "forwarded_ns, origin, exec_key "
                 "FROM commands WHERE state IN ('pending', 'approved')").fetchall():
             votes = Approvals(str(r[2]), int(r[9]), frozenset(str(r[10]).split(",")) - {""},
                               int(r[12]) // 1_000_000, str(r[8]))
@@ -249,9 +276,13 @@ class IncidentDesk:
                 (int(r[0]),))]
             req = Request(int(r[0]), int(r[1]), str(r[2]), str(r[3]),
                           Command(str(r[4]), u64_of(int(r[5])), int(r[6]), str(r[7])), votes,
-                          int(r[11]), int(r[12]), int(r[13]))
+                          int(r[11]), int(r[12]), int(r[13]),
+                          exec_key=str(r[17]) or self._exec_key(int(r[0])), home=str(r[14]),
+                          forwarded_ns=int(r[15]), origin=str(r[16]))
             self._requests[req.id] = req
             self._keys[(req.maker, req.key)] = req.id
+            if req.home:
+                self._by_exec_key[req.exec_key] = req
         if self._requests:
             log.info("incidents: %d command requests open (approved ones are dispatched "
                      "again with their keys)", len(self._requests))
@@ -275,6 +306,9 @@ class IncidentDesk:
                 elif not any(ok for _, ok in tried) and len(tried) < len(st.channels):
                     self._resume.append(_PageJob(inc.id, i, officer, st.channels, "first",
                                                  len(tried)))
+
+    def _exec_key(self, request_id: int) -> str:
+        return f"{self.node_name}-cmd-{request_id}"
 
     def frozen_accounts(self) -> list[int]:
         return [u64_of(int(a)) for a, in self.db.execute("SELECT account FROM frozen_accounts")]
@@ -651,18 +685,19 @@ class IncidentDesk:
         self._next_request += 1
         expires = now + rule.expires_s * 1_000_000_000
         votes = Approvals(officer, rule.approvals, rule.approvers, expires // 1_000_000)
-        req = Request(rid, inc.id, officer, msg.key, cmd, votes, now, expires)
+        req = Request(rid, inc.id, officer, msg.key, cmd, votes, now, expires,
+                      exec_key=self._exec_key(rid))
         self._keys[(officer, msg.key)] = rid
         need = (f"needs {rule.approvals} approval{'s' * (rule.approvals > 1)} from "
                 f"{', '.join(sorted(rule.approvers))}" if rule.approvals else
                 "no approval needed")
         writes: list[Write] = [(
             "INSERT INTO commands (request_id, incident_id, maker, key, command, account, "
-            "amount, reason, state, approvals, approvers, created_ns, expires_ns) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "amount, reason, state, approvals, approvers, created_ns, expires_ns, exec_key) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [rid, inc.id, officer, msg.key, cmd.name, sql_i64(cmd.account), cmd.amount,
              cmd.reason, "pending", rule.approvals, ",".join(sorted(rule.approvers)), now,
-             expires])]
+             expires, req.exec_key])]
         self._requests[rid] = req
 
         def answer() -> None:  # the state once durable (approved, executed, ...)
@@ -743,6 +778,17 @@ class IncidentDesk:
         if cmd.name == "resolve":
             self._resolve(inc, req, writes)
             return
+        home = self.fabric.home(cmd.account) if self.fabric is not None else None
+        if home is not None and home != self.region and cmd.name in BUSINESS:
+            req.home = home  # the account lives elsewhere: its home node carries it out
+            self._by_exec_key[req.exec_key] = req
+            writes.append(("UPDATE commands SET home = ? WHERE request_id = ?",
+                           [home, req.id]))
+            self._post(inc, "approved", "node", f"request {req.id} approved: {cmd.text()}; "
+                       f"account {cmd.account} is homed in region {home}: sending it to "
+                       f"{home}'s node", {"request": str(req.id), "home": home}, writes,
+                       lambda: self._dispatch(req))
+            return
         if cmd.name in ("freeze", "unfreeze"):
             frozen = cmd.name == "freeze"
             self._freeze(cmd.account, frozen)  # the next payment is scored frozen
@@ -757,11 +803,12 @@ class IncidentDesk:
                        f"account {cmd.account} {'frozen' if frozen else 'unfrozen'} in this "
                        f"node's scoring (request {req.id}); sending to the business system",
                        {"request": str(req.id), "account": str(cmd.account),
-                        "latency_ms": f"{(now - self._alert_ns(inc)) / 1e6:.0f}"}, writes)
+                        "latency_ms": f"{(now - self._alert_ns(inc)) / 1e6:.0f}"}, writes,
+                       lambda: self._dispatch(req))
         else:
             self._post(inc, "approved", "node", f"request {req.id} approved: {cmd.text()}; "
-                       "sending to the business system", {"request": str(req.id)}, writes)
-        self._dispatch(req)
+                       "sending to the business system", {"request": str(req.id)}, writes,
+                       lambda: self._dispatch(req))
 
     def _alert_ns(self, inc: Incident) -> int:
         row = self.db.execute("SELECT raised_ns FROM alerts WHERE alert_id = ?",
@@ -819,10 +866,16 @@ class IncidentDesk:
         return self._encode(wire.Cases(v, msg.rid, self.search_cases(msg.query, msg.limit)))
 
     def _dispatch(self, req: Request) -> None:
+        """Send an approved command to a business system here, or to its home node, unless
+        it was sent within the last ``DISPATCH_RETRY_MS`` (called after it is durable, then
+        by every tick until it is answered)."""
         if req.command.name not in BUSINESS or req.votes.state != "approved":
             return
         now = self._mono_ms()
         if now - req.last_sent_ms < DISPATCH_RETRY_MS:
+            return
+        if req.home:
+            self._send_home(req, now)
             return
         for ident, ex in self._executors.items():
             if req.command.name in ex.commands and now - ex.last_seen_ms < EXECUTOR_SILENT_MS:
@@ -830,42 +883,207 @@ class IncidentDesk:
                 req.last_sent_ms = now
                 c = req.command
                 self._send_service(ident, self._encode(wire.Execute(
-                    wire.PROTOCOL_VERSION, 0, req.id, req.exec_key(self.node_name), c.name,
-                    c.account, c.amount, c.reason, req.incident, req.attempts)))
+                    wire.PROTOCOL_VERSION, 0, req.id, req.exec_key, c.name, c.account,
+                    c.amount, c.reason, req.incident, req.attempts)))
                 self.counters.inc("commands_dispatched")
                 return
         self.counters.inc("commands_waiting_executor")
 
     def _executed(self, ident: bytes, msg: wire.Executed) -> None:
         req = self._requests.get(msg.request_id)
-        if req is None or req.votes.state != "approved":
+        if req is None or req.votes.state != "approved" or req.home:
             self.counters.inc("executed_repeats")  # answer to a retry of a finished command
             return
-        if msg.key != req.exec_key(self.node_name):
+        if msg.key != req.exec_key:
             self.counters.inc("executed_key_mismatch")
             log.warning("executor answer for request %d carries key %r, not %r: ignored",
-                        msg.request_id, msg.key, req.exec_key(self.node_name))
+                        msg.request_id, msg.key, req.exec_key)
             return
+        ex = self._executors.get(ident)
+        self._finish(req, msg.ok, msg.result, msg.reference, ex.name if ex else "executor")
+        if req.origin:  # came from another region: report there once durable
+            state = wire.CommandState(wire.PROTOCOL_VERSION, 0, req.exec_key, req.votes.state,
+                                      req.id, req.approved_ns, msg.result, msg.reference)
+            self.journal.call_when_durable(lambda: self._send_state(req.origin, state))
+
+    def _finish(self, req: Request, ok: bool, result: str, reference: str, by: str) -> None:
+        """A business system's answer: the request is executed or failed, durably."""
         del self._requests[req.id]
-        state = "executed" if msg.ok else "failed"
+        self._by_exec_key.pop(req.exec_key, None)
+        state = "executed" if ok else "failed"
         req.votes.state = state
         now = self._clock_ns()
-        ex = self._executors.get(ident)
         writes: list[Write] = [("UPDATE commands SET state = ?, done_ns = ?, result = ?, "
                                 "reference = ? WHERE request_id = ?",
-                                [state, now, msg.result, msg.reference, req.id])]
-        inc = self._incidents.get(req.incident)
-        text = (f"request {req.id} {state} by {ex.name if ex else 'executor'}: "
-                f"{req.command.text()} -> {msg.result or ('ok' if msg.ok else 'failed')}"
-                + (f" [{msg.reference}]" if msg.reference else ""))
-        data = {"request": str(req.id), "reference": msg.reference, "ok": str(msg.ok).lower(),
+                                [state, now, result, reference, req.id])]
+        inc = self._incidents.get(req.incident) if not req.origin else None
+        text = (f"request {req.id} {state} by {by}: "
+                f"{req.command.text()} -> {result or ('ok' if ok else 'failed')}"
+                + (f" [{reference}]" if reference else ""))
+        data = {"request": str(req.id), "reference": reference, "ok": str(ok).lower(),
                 "latency_ms": f"{(now - req.created_ns) / 1e6:.0f}"}
         if inc is not None:
             self._post(inc, state, "node", text, data, writes)
         else:
-            self.journal.append("command", self._encode(self._info(req, state, msg.result,
-                                                                   msg.reference)), writes)
+            self.journal.append("command", self._encode(self._info(req, state, result,
+                                                                   reference)), writes)
         self.counters.inc(f"commands_{state}")
+
+    # -- commands for accounts homed in other regions ----------------------------------------
+
+    def _send_state(self, region: str, msg: wire.CommandState) -> None:
+        if self.fabric is not None:
+            self.fabric.send_state(region, msg)
+
+    def _send_home(self, req: Request, now_ms: int) -> None:
+        """Origin: send (again) an approved command to the account's home node."""
+        assert self.fabric is not None
+        c = req.command
+        msg = wire.CommandForward(
+            wire.PROTOCOL_VERSION, 0, self.region, req.exec_key, req.id, req.incident, c.name,
+            c.account, c.amount, c.reason, req.maker, list(req.votes.approved_by)[:16],
+            req.attempts + 1)
+        if not self.fabric.send_command(req.home, msg):
+            self.counters.inc(f"commands_waiting_home.{req.home}")
+            return
+        req.attempts += 1
+        req.last_sent_ms = now_ms
+        self.counters.inc(f"commands_sent_home.{req.home}")
+
+    def home_state(self, region: str, msg: wire.CommandState) -> None:
+        """Origin: the home node's answer (or report) on a command sent there."""
+        req = self._by_exec_key.get(msg.key)
+        if req is None:
+            self.counters.inc("command_states_repeated")  # finished already
+            return
+        if region != req.home:
+            self.counters.inc("command_states_wrong_region")
+            log.warning("region %s reported on command %s, which went to %s: ignored",
+                        region, msg.key, req.home)
+            return
+        inc = self._incidents.get(req.incident)
+        c = req.command
+        if msg.state == "accepted":
+            if req.forwarded_ns:
+                return  # known: the answer to a poll
+            now = self._clock_ns()
+            req.forwarded_ns = now
+            writes: list[Write] = [("UPDATE commands SET forwarded_ns = ? WHERE "
+                                    "request_id = ?", [now, req.id])]
+            self.counters.inc(f"commands_accepted_home.{region}")
+            if c.name in ("freeze", "unfreeze"):
+                kind = "frozen" if c.name == "freeze" else "unfrozen"
+                text = (f"account {c.account} {kind} in the scoring of its home region "
+                        f"{region} (request {req.id}, {region} request {msg.home_request}); "
+                        f"{region} sends it to its business system")
+            else:
+                kind = "accepted"
+                text = (f"request {req.id} accepted by region {region} ({region} request "
+                        f"{msg.home_request}); {region} sends it to its business system")
+            data = {"request": str(req.id), "home": region,
+                    "home_request": str(msg.home_request)}
+            if inc is not None:
+                data["latency_ms"] = f"{(now - self._alert_ns(inc)) / 1e6:.0f}"
+                self._post(inc, kind, "node", text, data, writes)
+            else:
+                self.journal.append("command", self._encode(self._info(req)), writes)
+            return
+        if msg.state not in ("executed", "failed"):
+            self.counters.inc("command_states_unknown")
+            return
+        self._finish(req, msg.state == "executed", msg.result, msg.reference,
+                     f"region {region}")
+
+    def home_refused(self, region: str, key: str, err: wire.Error) -> None:
+        """Origin: the home node refused a command; it is sent again (posted once)."""
+        req = self._by_exec_key.get(key)
+        self.counters.inc(f"commands_refused_home.{err.name}")
+        if req is None or req.refused == err.message:
+            return
+        req.refused = err.message
+        log.error("region %s refused command %s: %s %s (sent again every %d s)", region, key,
+                  err.name, err.message, DISPATCH_RETRY_MS // 1000)
+        inc = self._incidents.get(req.incident)
+        if inc is not None:
+            self._post(inc, "refused", "node", f"region {region} refused request {req.id}: "
+                       f"{err.name}: {err.message}; sending it again every "
+                       f"{DISPATCH_RETRY_MS // 1000} s", {"request": str(req.id),
+                                                          "why": err.name})
+
+    def from_region(self, origin: str, msg: wire.CommandForward) -> bytes | None:
+        """Home: an approved command from ``origin`` for an account homed here. Applied
+        once per key; every repeat is answered with the command's state."""
+        v = wire.PROTOCOL_VERSION
+        maker = f"{origin}/{msg.maker}"  # '/' is in no officer id: no clash with ours
+        known = self._keys.get((maker, msg.key))
+        if known is None:
+            row = self.db.execute("SELECT request_id FROM commands WHERE maker = ? AND "
+                                  "key = ?", (maker, msg.key)).fetchone()
+            known = int(row[0]) if row is not None else None
+        if known is not None:
+            self.counters.inc(f"commands_from_region_repeated.{origin}")
+            return self._state_reply(known, msg.key, msg.rid, origin)
+        if msg.command not in BUSINESS:
+            raise ProtocolError(ErrorCode.INVALID, f"{msg.command!r} is not a command for "
+                                "a business system", msg.rid)
+        try:
+            cmd = check_command(Command(msg.command, msg.account, msg.amount, msg.reason))
+        except CommandSyntaxError as exc:
+            raise ProtocolError(ErrorCode.INVALID, str(exc), msg.rid) from None
+        now = self._clock_ns()
+        rid = self._next_request
+        self._next_request += 1
+        votes = Approvals(maker, len(msg.approved_by), frozenset(), 0, "approved")
+        votes.approved_by = list(msg.approved_by)
+        req = Request(rid, 0, maker, msg.key, cmd, votes, now, 0, now, exec_key=msg.key,
+                      origin=origin)
+        self._keys[(maker, msg.key)] = rid
+        self._requests[rid] = req
+        writes: list[Write] = [(
+            "INSERT INTO commands (request_id, incident_id, maker, key, command, account, "
+            "amount, reason, state, approvals, approvers, created_ns, expires_ns, "
+            "approved_ns, origin, exec_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [rid, 0, maker, msg.key, cmd.name, sql_i64(cmd.account), cmd.amount, cmd.reason,
+             "approved", len(msg.approved_by), "", now, 0, now, origin, msg.key])]
+        if cmd.name in ("freeze", "unfreeze"):
+            frozen = cmd.name == "freeze"
+            self._freeze(cmd.account, frozen)  # the next payment is scored frozen
+            if frozen:
+                writes.append(("INSERT OR REPLACE INTO frozen_accounts VALUES (?,?,?)",
+                               [sql_i64(cmd.account), rid, now]))
+            else:
+                writes.append(("DELETE FROM frozen_accounts WHERE account = ?",
+                               [sql_i64(cmd.account)]))
+            self.counters.inc(f"accounts_{cmd.name}d")
+        log.info("command %s from region %s: %s (request %d here)", msg.key, origin,
+                 cmd.text(), rid)
+        self.counters.inc(f"commands_from_region.{origin}")
+        reply = wire.CommandState(v, msg.rid, msg.key, "accepted", rid, now)
+
+        def durable() -> None:
+            self._send_state(origin, reply)
+            self._dispatch(req)
+
+        self.journal.append("command_in", self._encode(msg), writes, durable)
+        return None
+
+    def _state_reply(self, request_id: int, key: str, rid: int, origin: str) -> bytes | None:
+        """Home: where a command from another region stands (answer to a repeat)."""
+        v = wire.PROTOCOL_VERSION
+        row = self.db.execute("SELECT state, approved_ns, result, reference FROM commands "
+                              "WHERE request_id = ?", (request_id,)).fetchone()
+        if row is None:  # received in this run, not yet durable: answered when it is
+            def later() -> None:
+                r = self.db.execute("SELECT approved_ns FROM commands WHERE request_id = ?",
+                                    (request_id,)).fetchone()
+                if r is not None:
+                    self._send_state(origin, wire.CommandState(v, rid, key, "accepted",
+                                                               request_id, int(r[0])))
+            self.journal.call_when_durable(later)
+            return None
+        state = "accepted" if str(row[0]) == "approved" else str(row[0])
+        return self._encode(wire.CommandState(v, rid, key, state, request_id, int(row[1]),
+                                              str(row[2]), str(row[3])))
 
     # -- resolution and the case library ----------------------------------------------------
 

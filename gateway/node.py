@@ -237,6 +237,8 @@ class Node:
         """Regional fabric: the native thread or the Python path hands off foreign accounts."""
         assert self.fabric is not None
         self.fabric.attach_desk(self.desk)  # relayed alerts in, this node's alerts out
+        if self.incidents is not None:  # commands to and from the accounts' home nodes
+            self.fabric.attach_incidents(self.incidents)
         if self.ingest is not None:
             self.fabric.attach_native(ctx, self.ingest)
         else:

@@ -181,6 +181,16 @@ MIGRATIONS: Final[list[str]] = [
     CREATE VIRTUAL TABLE cases_fts USING fts5(
         summary, tags, rules, actions, outcome, notes, content='cases', content_rowid='case_id');
     """,
+    # 4: commands for accounts homed in other regions (gateway.incidents, the fabric):
+    # at the origin, ``home`` is the region the command went to and ``forwarded_ns`` when
+    # that node accepted it; at the home node, ``origin`` is the region it came from.
+    # ``exec_key`` is the key the business system gets (the origin's, everywhere).
+    """
+    ALTER TABLE commands ADD COLUMN home TEXT NOT NULL DEFAULT '';
+    ALTER TABLE commands ADD COLUMN forwarded_ns INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE commands ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+    ALTER TABLE commands ADD COLUMN exec_key TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

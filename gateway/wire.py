@@ -771,8 +771,43 @@ class AlertRelayed(_Message, tag="alert_relayed", frozen=True):
     upto: U64  # the highest origin alert_id of the request now journaled here
 
 
-FabricRequest = FabricHello | Ping | ScoreRequest | TrustPut | TrustSync | AlertRelay
-FabricReply = FabricWelcome | Pong | ScoreReply | Busy | Error | TrustAck | AlertRelayed
+class CommandForward(_Message, tag="cmd_forward", frozen=True):
+    """An approved command for an account homed at the receiving node, from the node where
+    the incident's officers approved it. ``key`` is the origin's idempotency key: the home
+    node applies a key once, hands it unchanged to its business systems, and answers every
+    repeat with the command's current ``cmd_state``. Sent again until the state is final."""
+
+    origin: Region  # the sending region (must be the authenticated peer's)
+    key: ShortStr
+    request_id: U64  # at the origin
+    incident: U64  # at the origin
+    command: ShortStr  # freeze | unfreeze | limit | revoke-trust | require-step-up
+    account: U64
+    amount: NonNeg = 0
+    reason: Annotated[str, Meta(max_length=500)] = ""
+    maker: ShortStr = ""
+    approved_by: Annotated[list[ShortStr], Meta(max_length=16)] = []
+    attempt: int = 1
+
+
+class CommandState(_Message, tag="cmd_state", frozen=True):
+    """The home node's answer to ``cmd_forward``, and its unsolicited report (rid 0) when the
+    business system answers: ``accepted`` (journaled at the home node, a freeze or unfreeze
+    in effect in its scoring, handed to its business systems), then ``executed`` or
+    ``failed``."""
+
+    key: ShortStr
+    state: ShortStr  # accepted | executed | failed
+    home_request: U64  # the home node's request id
+    applied_unix_ns: int = 0  # when the home node accepted it
+    result: Annotated[str, Meta(max_length=1024)] = ""
+    reference: ShortStr = ""
+
+
+FabricRequest = (FabricHello | Ping | ScoreRequest | TrustPut | TrustSync | AlertRelay
+                 | CommandForward)
+FabricReply = (FabricWelcome | Pong | ScoreReply | Busy | Error | TrustAck | AlertRelayed
+               | CommandState)
 
 
 IngestRequest = Ping | ScoreRequest
@@ -937,7 +972,9 @@ __all__ += [
     "Cases",
     "CasesSearch",
     "CommandEcho",
+    "CommandForward",
     "CommandInfo",
+    "CommandState",
     "CommandStatus",
     "CommandSubmit",
     "IncidentInfo",

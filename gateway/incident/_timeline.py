@@ -327,10 +327,12 @@ def _command_entries(db: sqlite3.Connection, incident_id: int,
     entries: list[Entry] = []
     first_act: int | None = None
     first_exec: int | None = None
+    homed = "home" in {str(r[1]) for r in db.execute("PRAGMA table_info(commands)")}
     for (rid, maker, name, account, amount, reason, state, needed, approvers, created,
-         approved, done_ns, result, reference) in db.execute(
+         approved, done_ns, result, reference, home, forwarded) in db.execute(
             "SELECT request_id, maker, command, account, amount, reason, state, approvals, "
-            "approvers, created_ns, approved_ns, done_ns, result, reference FROM commands "
+            "approvers, created_ns, approved_ns, done_ns, result, reference, "
+            + ("home, forwarded_ns" if homed else "'', 0") + " FROM commands "
             "WHERE incident_id = ? ORDER BY request_id", (incident_id,)).fetchall():
         text = Command(str(name), u64_of(int(account)), int(amount), str(reason)).text()
         need = (f"needs {needed} approval{'s' * (needed > 1)} from "
@@ -346,6 +348,10 @@ def _command_entries(db: sqlite3.Connection, incident_id: int,
             entries.append(Entry(int(approved), "approved", "node", f"request {rid}: {text}"))
             if name in BUSINESS:
                 first_act = _first(first_act, int(approved))
+        if home:
+            entries.append(Entry(int(forwarded or approved), "home", "node",
+                                 f"request {rid}: sent to region {home}, the account's home"
+                                 + ("; accepted there" if forwarded else "; not yet accepted")))
         if done_ns:
             out = str(result) + (f" [{reference}]" if reference else "")
             entries.append(Entry(int(done_ns), str(state), "node",
