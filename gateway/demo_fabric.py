@@ -3,9 +3,12 @@
 Each node serves one region of a hash directory; simulated payment systems connect to every
 node and send payments of any account, so most of them are homed elsewhere and forwarded
 over the fabric to their home node, which decides. An operator places trusted-account
-updates at one node; each reaches its account's home. The summary shows, per node, what it
-received, forwarded, decided for its peers and placed, and the round trips of direct and
-forwarded payments.
+updates at one node; each reaches its account's home. Then officers at the first node
+freeze an account homed at the second: the command travels to the home node, which blocks
+the account's next payment (also one sent to the first node) and has its core-banking
+system execute the freeze. The summary shows, per node, what it received, forwarded,
+decided for its peers and placed, the round trips of direct and forwarded payments, and
+the times from the alert to the freeze at the home node and to its execution.
 """
 
 from __future__ import annotations
@@ -22,9 +25,17 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import wire
-from gateway.auth import load_or_create_server_keys
+from gateway.auth import OfficerKey, load_or_create_server_keys, new_keypair
+from gateway.client import open_officer, open_producer
 from gateway.codec import Endpoint
-from gateway.config import Config, EndpointsSection, FabricSection, NodeSection
+from gateway.config import (
+    Config,
+    EndpointsSection,
+    FabricSection,
+    IncidentSection,
+    NodeSection,
+)
+from gateway.corebank import CoreBank
 from gateway.counters import LatencyHistogram
 from gateway.errors import GatewayError
 from gateway.node import Node
@@ -35,6 +46,50 @@ from gateway.transport import DealerConnection, open_dealer
 REGION_NAMES = ("eu", "us", "ap")
 BATCH = 32
 MAX_IN_FLIGHT = 32
+RISK = "risk-officer"
+CHECKER = "compliance-officer"
+ONCALL = f"""\
+# the demo's officers work at the first region's node; every node has incident response
+[incidents]
+min_severity = "high"
+
+[[officers]]
+id = "{RISK}"
+roles = ["risk"]
+
+[[officers]]
+id = "{CHECKER}"
+roles = ["compliance"]
+
+[[routes]]                 # business systems' alerts: an incident with a room
+kind = ["submitted"]
+roles = ["risk"]
+
+[[routes]]                 # scored payments: in-app only
+roles = ["risk"]
+incident = false
+
+[[ladders.high]]
+after_s = 0
+channels = ["app"]
+
+[[ladders.critical]]
+after_s = 0
+channels = ["app"]
+"""
+
+
+@dataclass
+class _Freeze:
+    """The cross-region freeze scene's outcome."""
+
+    account: int = 0
+    home: str = ""
+    origin: str = ""
+    alert_to_freeze_ms: float = 0.0
+    alert_to_executed_ms: float = 0.0
+    next_payment: str = ""
+    executed_at_home: int = 0
 
 
 @dataclass
@@ -61,6 +116,8 @@ def _configs(tmp: Path, regions: list[str]) -> dict[str, Config]:
     key pair is made in its data directory first, as `gateway keys server` does."""
     binds = {r: f"tcp://127.0.0.1:{_free_port()}" for r in regions}
     keys = {r: load_or_create_server_keys(tmp / r).public for r in regions}
+    oncall = tmp / "oncall.toml"
+    oncall.write_text(ONCALL, encoding="utf-8")
     return {r: Config(
         node=NodeSection(name=f"demo-{r}", region=r, data_dir=str(tmp / r),
                          log_level="warning"),
@@ -69,6 +126,7 @@ def _configs(tmp: Path, regions: list[str]) -> dict[str, Config]:
         fabric=FabricSection(bind=binds[r], peers={p: binds[p] for p in regions if p != r},
                              peer_keys={p: keys[p] for p in regions if p != r},
                              heartbeat_ms=500, dead_after_ms=1500),
+        incident=IncidentSection(oncall=str(oncall)),
     ) for r in regions}
 
 
@@ -127,8 +185,74 @@ async def _place_trusted(node: Node, gen: TransactionGenerator) -> tuple[int, in
     return reply.local, reply.placed
 
 
-async def _demo(regions: int, seconds: float, rate: float, seed: int,
-                console: Console) -> tuple[_Stats, dict[str, dict[str, int]], tuple[int, int]]:
+async def _key(node: Node, officer: str) -> OfficerKey:
+    public, secret = new_keypair()
+    done = anyio.Event()
+    node.desk.register_key(officer, public, "demo", on_durable=done.set)
+    await done.wait()
+    return OfficerKey(officer, public, secret, node.server_keys.public,
+                      node.urls[Endpoint.CLIENTS])
+
+
+async def _freeze_scene(origin: Node, home: Node, tmp: Path, console: Console,
+                        timeout: float = 30.0) -> _Freeze:
+    """Officers at ``origin`` freeze an account homed at ``home``."""
+    assert origin.fabric is not None and home.fabric is not None
+    directory = origin.fabric.directory
+    out = _Freeze(origin=origin.config.node.region, home=home.config.node.region)
+    out.account = next(a for a in range(6_200_000_000, 6_200_100_000)
+                       if directory.home(a) == out.home)
+    risk_key, checker_key = await _key(origin, RISK), await _key(origin, CHECKER)
+    bank = CoreBank(home.urls[Endpoint.SERVICES], tmp / "core-banking.db", heartbeat_s=0.5)
+    v = wire.PROTOCOL_VERSION
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            await tg.start(bank.run)
+            async with open_officer(risk_key, device="desk") as maker, \
+                    open_officer(checker_key, device="phone") as checker:
+
+                async def until(kind: str) -> wire.RoomEvent:
+                    while True:
+                        item = await maker.next()
+                        if isinstance(item, wire.RoomPush):
+                            e = item.event
+                            first = e.text.splitlines()[0] if e.text else ""
+                            console.print(f"  room #{e.rseq:<3} {e.kind:<9} {e.actor:<14} "
+                                          f"{first}", markup=False, highlight=False)
+                            if e.kind == kind:
+                                return e
+
+                t0 = time.time_ns()
+                async with open_dealer(origin.urls[Endpoint.SERVICES]) as conn:
+                    await conn.request(wire.AlertSubmit(
+                        v, conn.next_rid(), "demo-cross-region", wire.Severity.CRITICAL,
+                        out.account, "transfer of 10,000,000.00 EUR to a new beneficiary",
+                        {"family": "large-transfer"}), timeout=5)
+                console.print(f"[bold]cross-region freeze[/]: an alert at {out.origin} on "
+                              f"account {out.account}, homed in {out.home}")
+                opened = await until("opened")
+                echo = await maker.echo_command(opened.incident,
+                                                f"/freeze {out.account} 10M transfer")
+                status = await maker.confirm(echo)
+                await checker.join(opened.incident)
+                await checker.approve(status.request.request_id)
+                frozen = await until("frozen")
+                out.alert_to_freeze_ms = (frozen.ts_ns - t0) / 1e6
+                async with open_producer(origin.urls[Endpoint.INGEST]) as producer:
+                    (d,) = await producer.score([wire.Transaction(
+                        "demo-after-freeze", out.account, 555, 2_500, "EUR",
+                        wire.Channel.CARD, 5411, "dev-1", "10.1.2.3", "DE", "Berlin",
+                        int(time.time() * 1000))])
+                out.next_payment = f"{d.outcome.value} ({', '.join(d.fired)})"
+                executed = await until("executed")
+                out.alert_to_executed_ms = (executed.ts_ns - t0) / 1e6
+            tg.cancel_scope.cancel()
+    out.executed_at_home = bank.applied_count()
+    return out
+
+
+async def _demo(regions: int, seconds: float, rate: float, seed: int, console: Console,
+                ) -> tuple[_Stats, dict[str, dict[str, int]], tuple[int, int], _Freeze]:
     names = list(REGION_NAMES[:regions])
     with tempfile.TemporaryDirectory(prefix="gateway-fabric-demo-") as tmp:
         configs = _configs(Path(tmp), names)
@@ -169,12 +293,13 @@ async def _demo(regions: int, seconds: float, rate: float, seed: int,
                 if n.ingest is not None:
                     n.ingest.publish_counters(n.counters, fresh=True)
                     counters[r] = n.counters.snapshot()
+            freeze = await _freeze_scene(nodes[names[0]], nodes[names[1]], Path(tmp), console)
             tg.cancel_scope.cancel()
-        return stats, counters, placed
+        return stats, counters, placed, freeze
 
 
 def _summary(console: Console, stats: _Stats, counters: dict[str, dict[str, int]],
-             placed: tuple[int, int]) -> None:
+             placed: tuple[int, int], freeze: _Freeze) -> None:
     table = Table(title="per regional node", min_width=70)
     for col in ("node", "scored here", "of them for peers", "forwarded to homes",
                 "trusted applied"):
@@ -195,6 +320,10 @@ def _summary(console: Console, stats: _Stats, counters: dict[str, dict[str, int]
         f"p99 {f.percentile_us(0.99) / 1000:.2f} ms\n"
         f"  trusted updates        {placed[0]} applied at the first node, {placed[1]} placed "
         "at their home nodes\n"
+        f"  cross-region freeze    approved at {freeze.origin}, account homed in "
+        f"{freeze.home}: alert to freeze at {freeze.home} {freeze.alert_to_freeze_ms:.0f} ms, "
+        f"to execution {freeze.alert_to_executed_ms:.0f} ms; next payment "
+        f"{freeze.next_payment}\n"
         f"  errors                 {stats.errors or 'none'}")
 
 
@@ -205,11 +334,15 @@ def run_fabric_demo(*, regions: int = 3, seconds: float = 10.0, rate: float = 5_
         print(f"gateway demo: --regions must be 1..{len(REGION_NAMES)}", file=sys.stderr)
         return 2
     console = Console(file=sys.stdout, soft_wrap=True)
-    stats, counters, placed = run(_demo, regions, seconds, rate, seed, console, loop=loop)
-    _summary(console, stats, counters, placed)
+    stats, counters, placed, freeze = run(_demo, regions, seconds, rate, seed, console,
+                                          loop=loop)
+    _summary(console, stats, counters, placed, freeze)
     ok = stats.decided == stats.sent and stats.decided > 0
     if not ok:
         console.print("[red]demo failed: not every payment got a decision[/]")
+    if freeze.executed_at_home != 1 or "@frozen" not in freeze.next_payment:
+        console.print("[red]demo failed: the freeze did not take effect at the home node[/]")
+        ok = False
     return 0 if ok else 1
 
 

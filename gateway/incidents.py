@@ -132,6 +132,7 @@ class Request:
     forwarded_ns: int = 0  # origin: when the home node accepted it
     origin: str = ""  # home: the region it came from ("" = requested here)
     refused: str = ""  # origin: the home node's last refusal (posted once)
+    waiting: bool = False  # origin: the link to the home region is down
 
 
 class CommandFabric(Protocol):
@@ -944,8 +945,11 @@ class IncidentDesk:
             c.account, c.amount, c.reason, req.maker, list(req.votes.approved_by)[:16],
             req.attempts + 1)
         if not self.fabric.send_command(req.home, msg):
-            self.counters.inc(f"commands_waiting_home.{req.home}")
+            if not req.waiting:  # counted once per wait, tried again at every tick
+                req.waiting = True
+                self.counters.inc(f"commands_waiting_home.{req.home}")
             return
+        req.waiting = False
         req.attempts += 1
         req.last_sent_ms = now_ms
         self.counters.inc(f"commands_sent_home.{req.home}")

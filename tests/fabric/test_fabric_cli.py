@@ -110,6 +110,10 @@ def test_demo_with_three_regions(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "forwarded to their home region" in out.stdout
     assert "errors                 none" in out.stdout
+    # officers at eu froze an account homed at us: us blocked it and executed the freeze
+    freeze = next(x for x in out.stdout.splitlines() if "cross-region freeze   " in x)
+    assert "approved at eu, account homed in us" in freeze and "block (@frozen)" in freeze
+    assert "executed by region us" in out.stdout
     line = next(x for x in out.stdout.splitlines() if "payments decided" in x)
     forwarded = int(line.split("(")[1].split(" forwarded")[0].replace(",", ""))
     assert forwarded > 0
