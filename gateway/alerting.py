@@ -107,7 +107,9 @@ class _KeyEvent(msgspec.Struct, array_like=True):
     label: str
 
 
-class _AuthRefusedEvent(msgspec.Struct, array_like=True):
+class AuthRefusedEvent(msgspec.Struct, array_like=True):
+    """The body of the journal's ``auth_refused`` and ``fabric_auth_refused`` events."""
+
     address: str
     public_key: str
     reason: str
@@ -538,7 +540,7 @@ class AlertDesk:
             if len(self._auth_refused_logged) > 10_000:
                 self._auth_refused_logged.clear()
             self.journal.append("auth_refused", self._encode(
-                _AuthRefusedEvent(address, key, reason)))
+                AuthRefusedEvent(address, key, reason)))
         log.warning("clients: refused a %s handshake from %s: %s", key[:8] or "non-CURVE",
                     address, reason)
         return "", reason
@@ -922,4 +924,4 @@ class AlertDesk:
         return list(self._sessions.values())
 
 
-__all__ = ["AlertDesk", "DeliverySettings", "OnRaised", "Session"]
+__all__ = ["AlertDesk", "AuthRefusedEvent", "DeliverySettings", "OnRaised", "Session"]

@@ -41,7 +41,7 @@ import zmq
 from zmq.utils import z85
 
 from gateway import _native, wire
-from gateway.alerting import MAX_PENDING, AlertDesk
+from gateway.alerting import MAX_PENDING, AlertDesk, AuthRefusedEvent
 from gateway.auth import ServerKeys, valid_officer_id
 from gateway.config import Config
 from gateway.counters import Counters
@@ -179,6 +179,8 @@ class Fabric:
         self._router_sock: zmq.Socket[Any] | None = None
         self._monitor: MonitorWatcher | None = None
         self._dealers: dict[str, GroupMember] = {}
+        self._dealer_monitors: list[tuple[zmq.Socket[Any], MonitorWatcher]] = []
+        self._handshake_logged: dict[str, float] = {}
         self._pair: GroupMember | None = None
         self._pair_native: zmq.Socket[Any] | None = None
         self._ingest: NativeIngestEndpoint | None = None
@@ -276,13 +278,35 @@ class Fabric:
                 sock.curve_secretkey = self.keys.secret.encode()
                 sock.curve_serverkey = f.peer_keys[region].encode()
             sock.connect(url)
+            self._dealer_monitors.append((sock, MonitorWatcher(
+                sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL),
+                region, counter="fabric_dealer_{kind}.{name}",
+                on_event=self._dealer_event(region))))
             self._dealers[region] = self._group.add(sock, self._peer_handler(region),
                                                     max_frames=2)
 
+    def _dealer_event(self, region: str) -> Callable[[str], None]:
+        """Our DEALER to ``region`` failed a handshake: counted by the watcher
+        (``fabric_dealer_auth_failed.<region>``, ``..._handshake_failed``), logged here at
+        most once a minute (a wrong ``fabric.peer_keys`` entry, or a peer that does not
+        know our key, keeps the link down for good)."""
+        def on_event(kind: str) -> None:
+            now = time.monotonic()
+            last = self._handshake_logged.get(region)
+            if last is not None and now - last < AUTH_LOG_EVERY_MS / 1000:
+                return
+            self._handshake_logged[region] = now
+            log.error("fabric: the CURVE handshake with %s's node failed (%s): check "
+                      "fabric.peer_keys.%s here and that %s lists this node's key (`gateway "
+                      "keys server`)", region, kind.replace("_", " "), region, region)
+        return on_event
+
     def authorize(self, address: str, mechanism: str, creds: bytes) -> tuple[str, str]:
         """ZAP decision for the fabric endpoint: a configured peer's key; its region is the
-        User-Id. Refusals are counted (``fabric_auth_refused.<reason>``) and logged at most
-        once a minute per key."""
+        User-Id. Refusals are counted (``fabric_auth_refused.<reason>``), and logged and
+        journaled (``fabric_auth_refused``) at most once a minute per key."""
         if mechanism != "CURVE" or len(creds) != 32:
             return self._refuse_auth(address, "", "plain", "only CURVE peers are admitted")
         key = z85.encode(creds).decode()
@@ -302,6 +326,9 @@ class Fabric:
             self._auth_logged[key] = now
             log.warning("fabric: refused a handshake from %s (key %s): %s", address,
                         key or "none", reason)
+            if self._desk is not None:  # a security event: kept in the journal too
+                self._desk.journal.append("fabric_auth_refused", self._encode(
+                    AuthRefusedEvent(address, key, reason)))
         return "", reason
 
     def attach_native(self, ctx: zmq.Context[Any], ingest: NativeIngestEndpoint) -> None:
@@ -356,6 +383,8 @@ class Fabric:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._group.run)
             tg.start_soon(self._monitor.run, self.counters)
+            for _, watcher in self._dealer_monitors:
+                tg.start_soon(watcher.run, self.counters)
             tick = min(0.1, self.config.fabric.heartbeat_ms / 4000)
             while True:
                 self.tick(time.monotonic())
@@ -367,6 +396,9 @@ class Fabric:
         if self._monitor is not None and self._router_sock is not None:
             self._router_sock.disable_monitor()
             self._monitor.close()
+        for sock, watcher in self._dealer_monitors:
+            sock.disable_monitor()
+            watcher.close()
         self._group.close()
         if self._pair_native is not None:
             self._pair_native.close(0)

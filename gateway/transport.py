@@ -118,9 +118,14 @@ class MonitorWatcher:
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
-    def __init__(self, monitor: zmq.Socket[Any], name: str) -> None:
+    def __init__(self, monitor: zmq.Socket[Any], name: str, *,
+                 counter: str = "{name}_peers_{kind}",
+                 on_event: Callable[[str], None] | None = None) -> None:
+        """``counter``: the counter's name pattern; ``on_event`` is also told each kind."""
         self._mon = monitor
         self.name = name
+        self._counter = counter
+        self._on_event = on_event
         self._never: list[anyio.CancelScope | None] = [None]
 
     async def run(self, counters: Counters) -> None:
@@ -134,7 +139,9 @@ class MonitorWatcher:
             event = parse_monitor_message(frames)
             kind = self._NAMES.get(event["event"])
             if kind is not None:
-                counters.inc(f"{self.name}_peers_{kind}")
+                counters.inc(self._counter.format(name=self.name, kind=kind))
+                if self._on_event is not None:
+                    self._on_event(kind)
 
     def close(self) -> None:
         self._mon.close(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import msgspec
 import pytest
 from fabricutil import fabric_configs, fake_peer
 from nodeutil import running_node, wait_until
@@ -52,6 +53,13 @@ async def test_plain_unknown_and_wrong_region_peers_are_refused(
                 assert not stranger.replies
         refusals = [r for r in caplog.records if public in r.getMessage()]
         assert len(refusals) == 1  # at most once a minute per key
+        # and kept in the journal, as often
+        def journaled() -> list[object]:
+            return [msgspec.msgpack.decode(b) for b, in eu.store.db.execute(
+                "SELECT body FROM journal WHERE kind = 'fabric_auth_refused'")]
+        await wait_until(lambda: journaled() != [], what="refusal journaled")
+        (event,) = journaled()
+        assert isinstance(event, list) and event[1:] == [public, "unknown key"]
         # ap's key claiming to be us: refused with UNKNOWN_PEER, then accepted as ap
         ap = load_or_create_server_keys(Path(configs["ap"].node.data_dir))
         async with fake_peer(fabric.url, curve=(ap.public, ap.secret,
@@ -81,6 +89,12 @@ async def test_a_node_with_a_wrong_key_for_its_peer_never_links(tmp_path: Path) 
                          and eu.counters.get("fabric_auth_refused.unknown") >= 1,
                          timeout=10, what="both handshakes fail")
         assert not eu.fabric.is_up("us") and not us.fabric.is_up("eu")
+        # and each side's DEALER counts its own failed handshakes with that peer
+        await wait_until(lambda: eu.counters.get("fabric_dealer_handshake_failed.us")
+                         + eu.counters.get("fabric_dealer_auth_failed.us") >= 1
+                         and us.counters.get("fabric_dealer_auth_failed.eu")
+                         + us.counters.get("fabric_dealer_handshake_failed.eu") >= 1,
+                         timeout=10, what="dealer handshakes counted")
         assert us.counters.get("fabric_hellos.eu") == 0
         assert eu.counters.get("fabric_hellos.us") == 0
 
