@@ -127,6 +127,52 @@ LOCAL: Final = Local()
 Scorer = Callable[[Sequence[wire.Transaction]], list[wire.Decision]]
 
 
+class _TrustedInstaller:
+    """Lays trusted changes over the scoring engine's table off the event loop: a new table
+    is built in a worker thread (about 60 ms per million accounts), one build at a time,
+    with the changes that arrived meanwhile coalesced into the next; each caller is told
+    once its changes score (``True``) or the build failed (``False``; the changes are in
+    ``fabric.db`` and are laid over the table at the next start)."""
+
+    def __init__(self, engine: ScoringEngine, counters: Counters) -> None:
+        self.engine = engine
+        self.counters = counters
+        self._pending: list[tuple[int, int]] = []
+        self._done: list[Callable[[bool], None]] = []
+        self._wake = anyio.Event()
+
+    def submit(self, changes: Sequence[tuple[int, int]],
+               done: Callable[[bool], None] | None = None) -> None:
+        self._pending.extend(changes)
+        if done is not None:
+            self._done.append(done)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._pending or self._done:
+                batch, self._pending = self._pending, []
+                done, self._done = self._done, []
+                ok = True
+                if batch:
+                    try:
+                        table, _ = await anyio.to_thread.run_sync(
+                            _native.trusted_derive, self.engine.trusted_table, None, -1, batch)
+                    except GatewayError as exc:
+                        ok = False
+                        self.counters.inc("fabric_trusted_install_errors")
+                        log.error("fabric: %d trusted changes could not be laid over the "
+                                  "table (%s); they are stored and apply at the next start",
+                                  len(batch), exc)
+                    else:
+                        self.engine.install_trusted(table)
+                        self.counters.inc("fabric_trusted_installs")
+                for callback in done:
+                    callback(ok)
+
+
 @dataclass(eq=False, slots=True)
 class _Pending:
     """A producer's request waiting for its forwards (the forward table's token)."""
@@ -214,6 +260,7 @@ class Fabric:
         self._command_rids: dict[int, tuple[str, str]] = {}  # rid -> (region, key)
         self.url = ""
         self._install_trusted_at_start()
+        self._trusted = _TrustedInstaller(engine, counters)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -383,6 +430,7 @@ class Fabric:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._group.run)
             tg.start_soon(self._monitor.run, self.counters)
+            tg.start_soon(self._trusted.run)
             for _, watcher in self._dealer_monitors:
                 tg.start_soon(watcher.run, self.counters)
             tick = min(0.1, self.config.fabric.heartbeat_ms / 4000)
@@ -774,8 +822,13 @@ class Fabric:
             self.store.apply(origin, msg.stream, res.apply, res.before, res.after,
                              msg.snapshot)
             rx.commit(res)
-            self._apply_trusted([(e.account, e.level) for e in res.apply])
-            self.counters.inc("fabric_trusted_applied", len(res.apply))
+            n = len(res.apply)
+
+            def installed(ok: bool) -> None:  # counted once in scoring here too
+                if ok:
+                    self.counters.inc("fabric_trusted_applied", n)
+
+            self._trusted.submit([(e.account, e.level) for e in res.apply], installed)
         return self._encode(wire.TrustAck(wire.PROTOCOL_VERSION, msg.rid, msg.stream,
                                           rx.applied, res.resync))
 
@@ -955,14 +1008,11 @@ class Fabric:
 
     # -- trusted data (services endpoint) ----------------------------------------------------
 
-    def _apply_trusted(self, changes: Sequence[tuple[int, int]]) -> None:
-        if changes:
-            table, _ = _native.trusted_derive(self.engine.trusted_table, None, -1, changes)
-            self.engine.install_trusted(table)
-
-    def trusted_update(self, rid: int, entries: Sequence[tuple[int, int]]) -> bytes:
-        """Apply the changes of accounts homed here; store the others, durably, for their
-        homes. The reply once all is on disk."""
+    def trusted_update(self, rid: int, entries: Sequence[tuple[int, int]],
+                       answer: Callable[[bytes], None]) -> None:
+        """Store the changes durably: those of accounts homed here to be laid over the
+        scoring table (off the loop), the others for their homes. ``answer`` gets the reply
+        once all is on disk and this node scores with its changes."""
         local: list[tuple[int, int]] = []
         foreign: dict[str, list[tuple[int, int]]] = {}
         for account, level in entries:
@@ -976,7 +1026,6 @@ class Fabric:
             else:
                 foreign.setdefault(home, []).append((account, level))
         self.store.place(self.region, local, foreign)
-        self._apply_trusted(local)
         now = time.monotonic()
         placed = 0
         for region, rows in foreign.items():
@@ -984,12 +1033,22 @@ class Fabric:
             self._placement_actions(region, self.senders[region].on_new_entries(now))
         self.counters.inc("fabric_trusted_local", len(local))
         self.counters.inc("fabric_trusted_placed", placed)
-        return self._encode(wire.TrustedUpdated(wire.PROTOCOL_VERSION, rid, len(local), placed))
+        v = wire.PROTOCOL_VERSION
 
-    def trusted_load(self, rid: int, path: str) -> bytes:
-        """Every line of a trusted-accounts file as an update (placed like trusted_update)."""
-        table = _native.NativeTrusted.from_file(path)
-        return self.trusted_update(rid, _native.trusted_entries(table))
+        def installed(ok: bool) -> None:
+            answer(self._encode(wire.TrustedUpdated(v, rid, len(local), placed)) if ok else
+                   self._codec.error_reply(ProtocolError(
+                       ErrorCode.INTERNAL, f"{len(local)} changes are stored but not yet in "
+                       "scoring here (see the node's log); they apply at the next start",
+                       rid)))
+
+        self._trusted.submit(local, installed)
+
+    def trusted_load(self, rid: int, path: str, answer: Callable[[bytes], None]) -> None:
+        """Every line of a trusted-accounts file as an update (placed like trusted_update).
+        The file is read here (an operator's rare action; errors raise to the caller)."""
+        self.trusted_update(rid, _native.trusted_entries(_native.NativeTrusted.from_file(path)),
+                            answer)
 
     def trusted_levels(self, rid: int, accounts: Sequence[int]) -> bytes:
         table = self.engine.trusted_table

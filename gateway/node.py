@@ -393,7 +393,7 @@ class Node:
                 return self._encode(wire.Presence(v, msg.rid, self.desk.presence.entries()))
             if isinstance(msg, wire.TrustedUpdate | wire.TrustedGet) or (
                     isinstance(msg, wire.TrustedLoad) and self.fabric is not None):
-                return self._trusted_fabric(msg)
+                return self._trusted_fabric(ident, msg)
             if isinstance(msg, wire.ExecutorHello | wire.Executed | wire.IncidentsRequest
                           | wire.CasesSearch):
                 if self.incidents is None:
@@ -435,18 +435,28 @@ class Node:
             self.desk.register_key(msg.officer, key, msg.label, on_durable=answer)
         else:
             self.desk.revoke_key(key, on_durable=answer)
-    def _trusted_fabric(self, msg: wire.TrustedUpdate | wire.TrustedGet | wire.TrustedLoad,
-                        ) -> bytes:
-        """Trusted data placed at each account's home node (gateway.fabric_node)."""
+    def _trusted_fabric(self, ident: bytes,
+                        msg: wire.TrustedUpdate | wire.TrustedGet | wire.TrustedLoad,
+                        ) -> bytes | None:
+        """Trusted data placed at each account's home node (gateway.fabric_node); changes
+        are answered once stored and in this node's scoring."""
         if self.fabric is None:
             raise ProtocolError(ErrorCode.INVALID, f"{type(msg).__name__}: this node has no "
                                 "fabric (set fabric.bind, and fabric.peers for other regions)",
                                 msg.rid)
         if isinstance(msg, wire.TrustedGet):
             return self.fabric.trusted_levels(msg.rid, msg.accounts)
+        services = self.endpoints[Endpoint.SERVICES]
+
+        def answer(body: bytes) -> None:
+            services.send_nowait(ident, body)
+
         if isinstance(msg, wire.TrustedLoad):
-            return self.fabric.trusted_load(msg.rid, msg.path)
-        return self.fabric.trusted_update(msg.rid, [(e.account, e.level) for e in msg.entries])
+            self.fabric.trusted_load(msg.rid, msg.path, answer)
+        else:
+            self.fabric.trusted_update(msg.rid, [(e.account, e.level) for e in msg.entries],
+                                       answer)
+        return None
 
     def _freeze(self, account: int, frozen: bool) -> None:
         """An approved freeze (or unfreeze) in this node's scoring: the account's next
