@@ -31,6 +31,7 @@ class ErrorCode(enum.IntEnum):
     DIRECTORY_MISMATCH = 22  # the peer's account directory differs from ours
     WRONG_REGION = 23  # a forwarded transaction's account is not homed at this node
     FORWARD_TIMEOUT = 24  # the home region did not answer in time; it may have applied it
+    RELAY_GAP = 29  # alert_relay continues after an alert this node does not hold
     # incident response (30..39)
     SELF_APPROVAL = 30  # the maker of a command request cannot approve or reject it
     REQUEST_CLOSED = 31  # the command request was already decided, executed or expired

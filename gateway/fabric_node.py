@@ -66,6 +66,7 @@ from gateway.fabric import (
     PutRejected,
     Refuse,
     RelayItem,
+    RelayReceiver,
     RelaySender,
     Seen,
     SendForward,
@@ -116,6 +117,7 @@ class _AlertRelayOut(msgspec.Struct, array_like=True, tag="alert_relay", tag_fie
     rid: int
     lane: int
     alerts: list[_RelayedOut]
+    after: int = 0
 
 
 class Local:
@@ -249,9 +251,11 @@ class Fabric:
                                    "this node's own public key")
         self._auth_logged: dict[str, int] = {}
         # cross-region alerts (attach_desk): senders per destination, requests out by rid
+        # (destination, lane, the stream's generation when sent)
         self.relay_to = relay_regions(f)
         self.relays: dict[str, RelaySender] = {}
-        self._relay_rids: dict[int, tuple[str, int]] = {}
+        self._relay_rids: dict[int, tuple[str, int, int]] = {}
+        self._relay_in = RelayReceiver()  # relayed alerts taken here: continuity
         self._relay_saved: dict[str, list[int]] = {}
         self._relay_saved_at = 0.0
         self._desk: AlertDesk | None = None
@@ -870,10 +874,10 @@ class Fabric:
                 continue
             for req in relay.next(now):
                 rid = self._next_rid()
-                self._relay_rids[rid] = (region, req.lane)
+                self._relay_rids[rid] = (region, req.lane, req.generation)
                 self._send_peer(region, _AlertRelayOut(v, rid, req.lane, [
                     _RelayedOut(i.alert_id, i.recipients, msgspec.Raw(i.body))
-                    for i in req.items]))
+                    for i in req.items], req.after))
                 self.counters.inc(f"fabric_relay_sent.{region}", len(req.items))
 
     def _relay_link_change(self, region: str, now: float) -> None:
@@ -881,25 +885,28 @@ class Fabric:
         if relay is None:
             return
         relay.on_link_change()
-        for rid in [r for r, (dest, _) in self._relay_rids.items() if dest == region]:
+        for rid in [r for r, (dest, _, _) in self._relay_rids.items() if dest == region]:
             del self._relay_rids[rid]
         self._relay_pump(now)
 
     def _relay_reply(self, region: str, msg: wire.AlertRelayed | wire.Busy | wire.Error,
                      now: float) -> None:
-        dest, lane = self._relay_rids.pop(msg.rid)
+        dest, lane, generation = self._relay_rids.pop(msg.rid)
         stream = self.relays[dest].streams[lane]
         if isinstance(msg, wire.AlertRelayed):
             done = stream.on_ack(msg.upto)
             self.counters.inc(f"fabric_relay_acked.{region}", done)
         elif isinstance(msg, wire.Busy):
             self.counters.inc(f"fabric_relay_busy.{region}")
-            stream.on_busy(msg.retry_after_ms / 1000, now)
+            stream.on_refused(generation, msg.retry_after_ms / 1000, now)
+        elif msg.code == ErrorCode.RELAY_GAP:  # an earlier request was lost or refused
+            self.counters.inc(f"fabric_relay_gaps.{region}")
+            stream.on_refused(generation, 0.0, now)
         else:  # a refusal: the stream stops here and tries again later, never skips
             self.counters.inc(f"fabric_relay_refused.{region}")
             log.error("fabric: %s refused relayed alerts (lane %d): %s %s", region, lane,
                       msg.name, msg.message)
-            stream.on_busy(stream.ack_timeout_s, now)
+            stream.on_refused(generation, stream.ack_timeout_s, now)
         self._relay_pump(now)
 
     def _save_relay_cursors(self, *, force: bool = False) -> None:
@@ -928,6 +935,12 @@ class Fabric:
                 return self._refuse(ProtocolError(ErrorCode.MALFORMED,
                                                   f"alert_relay: {problem}", msg.rid))
             prev = a.alert_id
+        if not self._relay_in.continues(origin, msg.lane, msg.after):
+            # what comes before was lost or refused: never overtake it
+            self.counters.inc("fabric_relay_in_gaps")
+            return self._refuse(ProtocolError(
+                ErrorCode.RELAY_GAP, f"alert_relay: lane {msg.lane} continues after alert "
+                f"{msg.after}, which this node does not hold", msg.rid))
         if desk.journal.pending > MAX_PENDING:  # the disk is behind: the origin retries
             self.counters.inc("fabric_relay_in_busy")
             return self._encode(wire.Busy(wire.PROTOCOL_VERSION, msg.rid, RELAY_BUSY_MS))
@@ -940,6 +953,7 @@ class Fabric:
             desk.raise_alert(self._relayed_builder(origin, a), key=key,
                              recipients=[r for r in a.recipients if r in active])
             self.counters.inc(f"fabric_relay_in.{origin}")
+        self._relay_in.on_held(origin, msg.lane, msg.alerts[-1].alert_id)
         reply = self._encode(wire.AlertRelayed(wire.PROTOCOL_VERSION, msg.rid, msg.lane,
                                                msg.alerts[-1].alert_id))
         desk.journal.call_when_durable(lambda: self._reply_peer(origin, reply))

@@ -764,6 +764,7 @@ class AlertRelay(_Message, tag="alert_relay", frozen=True):
 
     lane: Annotated[int, Meta(ge=0, le=3)]
     alerts: Annotated[list[RelayedAlert], Meta(min_length=1, max_length=MAX_RELAY_ALERTS)]
+    after: U64 = 0  # the sender's alert before alerts[0] if still unanswered, else 0
 
 
 class AlertRelayed(_Message, tag="alert_relayed", frozen=True):

@@ -62,6 +62,7 @@ from gateway.fabric._placement import (
 from gateway.fabric._relay import (
     RelayItem,
     RelayOutbox,
+    RelayReceiver,
     RelaySender,
     RelayStream,
     SendRelay,
@@ -94,6 +95,7 @@ __all__ = [
     "Refuse",
     "RelayItem",
     "RelayOutbox",
+    "RelayReceiver",
     "RelaySender",
     "RelayStream",
     "Seen",

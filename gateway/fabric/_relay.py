@@ -7,10 +7,17 @@ Rules (time in seconds is passed in; nothing here waits, sends or reads a databa
   alerts relayed to it) of that lane, in ``alert_id`` order. Its position ``acked`` is the
   highest ``alert_id`` the destination has journaled (kept by the shell; a position that is
   behind only causes repeats, which the destination recognises).
-- One request is in flight per stream: up to ``batch`` alerts after ``acked``. The answer
-  names the highest alert now durable at the destination; those are dropped and the next
-  request goes. A stream's request unanswered after ``ack_timeout``, or cut by a link
-  going down, is sent again (the same alerts from ``acked``) once the link is up.
+- Up to ``window`` requests are in flight per stream, each with up to ``batch`` alerts
+  following the previous request's. The answer names the highest alert now durable at the
+  destination; those are dropped. A request carries ``after``: the last alert of the
+  request before it while that one is unanswered, else 0 (it follows ``acked``, which the
+  destination holds). The destination refuses a request whose ``after`` it does not hold
+  (``RELAY_GAP``), so when a request is lost or refused, the later ones cannot overtake it.
+- A refusal (``busy``, a gap, an error), a request unanswered after ``ack_timeout``, or a
+  link going down **rewinds** the stream: everything in flight is forgotten and the stream
+  goes again from ``acked`` (once the link is up, and after the refusal's delay). Each
+  rewind starts a new *generation*; refusals of requests of an older generation are
+  ignored (their rewind happened), acknowledgements always count.
 - The lanes are independent streams and are served most urgent first, so a critical
   alert never waits behind high, normal or bulk ones, on the link or in a backlog.
 - The destination journals each alert with the idempotency key
@@ -23,6 +30,7 @@ Rules (time in seconds is passed in; nothing here waits, sends or reads a databa
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -31,6 +39,7 @@ from gateway import wire
 
 CAP: Final = 4096  # alerts per stream held in memory
 BATCH_BYTES: Final = 256 * 1024  # encoded alerts per request at most (frames stay < 1 MiB)
+WINDOW: Final = 8  # requests in flight per stream
 
 
 def relay_key(origin: str, alert_id: int) -> str:
@@ -57,27 +66,33 @@ class RelayOutbox(Protocol):
 class SendRelay:
     lane: int
     items: tuple[RelayItem, ...]
+    after: int = 0  # the stream's alert before items[0] if still unanswered, else 0
+    generation: int = 0  # of the stream when sent (pass it back to on_refused)
 
 
 class RelayStream:
     """One (destination, lane) stream; see the module docstring."""
 
     def __init__(self, lane: int, outbox: RelayOutbox, acked: int, *, cap: int = CAP,
-                 batch: int = wire.MAX_RELAY_ALERTS, ack_timeout_s: float = 5.0) -> None:
+                 batch: int = wire.MAX_RELAY_ALERTS, window: int = WINDOW,
+                 ack_timeout_s: float = 5.0) -> None:
         self.lane = lane
         self.outbox = outbox
         self.acked = acked
         self.cap = cap
         self.batch = batch
+        self.window = window
         self.ack_timeout_s = ack_timeout_s
-        self.pending: collections.deque[RelayItem] = collections.deque()
+        self.pending: collections.deque[RelayItem] = collections.deque()  # after acked
         self.tail = acked  # highest alert id in memory (or acked)
         self.complete = False  # memory holds every relayable alert after acked
-        self.in_flight: int | None = None  # the highest alert id of the request out
-        self._sent_at = 0.0
+        # requests out, oldest first: (their highest alert id, when sent)
+        self.flights: collections.deque[tuple[int, float]] = collections.deque()
+        self._sent_n = 0  # pending[:_sent_n] are in flight
+        self.generation = 0
         self._retry_at = 0.0
         self.sent = 0
-        self.resent = 0
+        self.resent = 0  # rewinds that dropped requests in flight
 
     def on_new(self, item: RelayItem) -> None:
         """An alert of this lane became durable at the origin."""
@@ -101,49 +116,67 @@ class RelayStream:
             self.complete = True
 
     def next(self, now: float) -> SendRelay | None:
-        """The request to send now, if any (call only while the link is up)."""
-        if self.in_flight is not None or now < self._retry_at:
+        """The next request to send now, if any (call only while the link is up; call
+        again until None to fill the window)."""
+        if len(self.flights) >= self.window or now < self._retry_at:
             return None
         self._refill()
-        if not self.pending:
-            return None
         items: list[RelayItem] = []
         size = 0
-        for item in self.pending:
+        for item in itertools.islice(self.pending, self._sent_n, None):
             if len(items) >= self.batch or (items and size + len(item.body) > BATCH_BYTES):
                 break
             items.append(item)
             size += len(item.body)
-        self.in_flight = items[-1].alert_id
-        self._sent_at = now
+        if not items:
+            return None
+        after = self.flights[-1][0] if self.flights else 0
+        self._sent_n += len(items)
+        self.flights.append((items[-1].alert_id, now))
         self.sent += len(items)
-        return SendRelay(self.lane, tuple(items))
+        return SendRelay(self.lane, tuple(items), after, self.generation)
 
     def on_ack(self, upto: int) -> int:
-        """The destination journaled everything up to ``upto``; how many were dropped."""
+        """The destination journaled everything up to ``upto`` (an answer of any
+        generation); how many alerts were dropped from memory."""
         dropped = 0
         while self.pending and self.pending[0].alert_id <= upto:
             self.pending.popleft()
             dropped += 1
+        self._sent_n = max(0, self._sent_n - dropped)
+        while self.flights and self.flights[0][0] <= upto:
+            self.flights.popleft()
         self.acked = max(self.acked, upto)
-        if self.in_flight is not None and upto >= self.in_flight:
-            self.in_flight = None
         return dropped
 
-    def on_busy(self, retry_after_s: float, now: float) -> None:
-        self.in_flight = None
+    def on_refused(self, generation: int, retry_after_s: float, now: float) -> bool:
+        """A request of ``generation`` was refused (busy, a gap, an error): go again from
+        ``acked`` after ``retry_after_s``. False (nothing done) for an older generation."""
+        if generation != self.generation:
+            return False
+        self._rewind()
         self._retry_at = now + retry_after_s
+        return True
 
     def on_link_change(self) -> None:
         """The link went down or came (back) up: what was in flight goes again."""
-        if self.in_flight is not None:
-            self.resent += 1
-        self.in_flight = None
+        self._rewind()
 
     def tick(self, now: float) -> None:
-        if self.in_flight is not None and now - self._sent_at >= self.ack_timeout_s:
-            self.in_flight = None
+        if self.flights and now - self.flights[0][1] >= self.ack_timeout_s:
+            self._rewind()
+
+    def _rewind(self) -> None:
+        if self.flights:
             self.resent += 1
+        self.flights.clear()
+        self._sent_n = 0
+        self.generation += 1
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        return len(self.flights)
 
     @property
     def backlog(self) -> int:
@@ -151,13 +184,35 @@ class RelayStream:
         return len(self.pending)
 
 
+class RelayReceiver:
+    """The destination's continuity check: per (origin, lane), the highest origin alert id
+    journaled here (or appended, to be committed in order) since this process started.
+
+    A request with ``after`` = 0 follows what the destination acknowledged and is taken;
+    otherwise its ``after`` must be held here. After a restart nothing is held: the origin
+    says hello again, rewinds, and its first request has ``after`` = 0."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, int], int] = {}
+
+    def continues(self, origin: str, lane: int, after: int) -> bool:
+        """Whether a request of ``origin``'s ``lane`` stream with ``after`` may be taken."""
+        return after <= self._held.get((origin, lane), 0)
+
+    def on_held(self, origin: str, lane: int, upto: int) -> None:
+        """A taken request's alerts, up to ``upto``, are journaled (or appended)."""
+        key = (origin, lane)
+        if upto > self._held.get(key, 0):
+            self._held[key] = upto
+
+
 class RelaySender:
     """The streams towards one destination region, one per lane."""
 
     def __init__(self, region: str, outbox: RelayOutbox, acked: Sequence[int], *,
-                 cap: int = CAP, ack_timeout_s: float = 5.0) -> None:
+                 cap: int = CAP, window: int = WINDOW, ack_timeout_s: float = 5.0) -> None:
         self.region = region
-        self.streams = [RelayStream(lane, outbox, acked[lane], cap=cap,
+        self.streams = [RelayStream(lane, outbox, acked[lane], cap=cap, window=window,
                                     ack_timeout_s=ack_timeout_s)
                         for lane in range(wire.LANES)]
 
@@ -165,11 +220,10 @@ class RelaySender:
         self.streams[lane].on_new(item)
 
     def next(self, now: float) -> list[SendRelay]:
-        """Requests to send now, most urgent lane first."""
+        """Requests to send now, most urgent lane first (each lane's window filled)."""
         out = []
         for stream in self.streams:
-            req = stream.next(now)
-            if req is not None:
+            while (req := stream.next(now)) is not None:
                 out.append(req)
         return out
 
@@ -190,5 +244,5 @@ class RelaySender:
         return sum(s.backlog for s in self.streams)
 
 
-__all__ = ["BATCH_BYTES", "CAP", "RelayItem", "RelayOutbox", "RelaySender", "RelayStream",
-           "SendRelay", "relay_key"]
+__all__ = ["BATCH_BYTES", "CAP", "WINDOW", "RelayItem", "RelayOutbox", "RelayReceiver",
+           "RelaySender", "RelayStream", "SendRelay", "relay_key"]

@@ -1,10 +1,18 @@
-"""The relay's sans-IO streams, without an event loop: one request in flight per lane,
-acknowledgements, resends after a timeout or a link change, the memory cap with the
-database read back, and the most urgent lane first."""
+"""The relay's sans-IO streams, without an event loop: a window of requests in flight per
+lane, acknowledgements, rewinds after a timeout, a refusal or a link change, the
+receiver's continuity check (a lost request is never overtaken, a repeat never journaled
+twice), the memory cap with the database read back, and the most urgent lane first."""
 
 from __future__ import annotations
 
-from gateway.fabric import RelayItem, RelaySender, RelayStream, relay_key
+from gateway.fabric import (
+    RelayItem,
+    RelayReceiver,
+    RelaySender,
+    RelayStream,
+    SendRelay,
+    relay_key,
+)
 
 
 class ListOutbox:
@@ -28,29 +36,101 @@ def ids(req: object) -> list[int]:
     return [i.alert_id for i in req.items]  # type: ignore[attr-defined]
 
 
-def test_one_request_in_flight_acks_and_resends() -> None:
+def test_window_acks_and_resends() -> None:
     box = ListOutbox()
-    s = RelayStream(1, box, acked=2, batch=3, ack_timeout_s=1.0)
-    for n in range(1, 8):
+    s = RelayStream(1, box, acked=2, batch=3, window=2, ack_timeout_s=1.0)
+    for n in range(1, 12):
         box.add(1, n)  # 1 and 2 were acknowledged before
     first = s.next(0.0)
-    assert first is not None and ids(first) == [3, 4, 5]
-    assert s.next(0.1) is None  # one in flight
-    assert s.on_ack(4) == 2 and s.in_flight == 5  # partial: still waiting for 5
-    s.tick(1.5)  # no answer in time: sent again from the acknowledged position
+    second = s.next(0.0)
+    assert first is not None and ids(first) == [3, 4, 5] and first.after == 0
+    assert second is not None and ids(second) == [6, 7, 8] and second.after == 5
+    assert s.next(0.1) is None and s.in_flight == 2  # the window is full
+    assert s.on_ack(5) == 3 and s.in_flight == 1
+    third = s.next(0.2)
+    assert third is not None and ids(third) == [9, 10, 11] and third.after == 8
+    s.tick(1.5)  # the oldest unanswered in time: everything out goes again from acked
     again = s.next(1.5)
-    assert again is not None and ids(again) == [5, 6, 7] and s.resent == 1
+    assert again is not None and ids(again) == [6, 7, 8] and again.after == 0
+    assert s.resent == 1 and again.generation == third.generation + 1
     s.on_link_change()
-    assert ids(s.next(2.0)) == [5, 6, 7]  # type: ignore[arg-type]
-    assert s.on_ack(7) == 3 and s.acked == 7 and s.in_flight is None
-    assert s.next(2.1) is None
-    s.on_new(box.add(1, 8))  # live: appended without reading the database
+    assert s.resent == 2 and ids(s.next(2.0)) == [6, 7, 8]  # type: ignore[arg-type]
+    assert s.on_ack(8) == 3 and s.on_ack(11) == 3  # a late answer still counts
+    assert s.acked == 11 and s.in_flight == 0 and s.next(2.1) is None
+    s.on_new(box.add(1, 12))  # live: appended without reading the database
     reads = box.reads
-    assert ids(s.next(2.2)) == [8] and box.reads == reads  # type: ignore[arg-type]
-    s.on_ack(8)
-    s.on_busy(0.5, 3.0)
-    s.on_new(box.add(1, 9))
-    assert s.next(3.1) is None and ids(s.next(3.5)) == [9]  # type: ignore[arg-type]
+    req = s.next(2.2)
+    assert req is not None and ids(req) == [12] and box.reads == reads
+    assert not s.on_refused(req.generation - 1, 0.5, 3.0)  # an older generation's: ignored
+    assert s.on_refused(req.generation, 0.5, 3.0)  # busy: again from acked, later
+    s.on_new(box.add(1, 13))
+    assert s.next(3.1) is None and ids(s.next(3.5)) == [12, 13]  # type: ignore[arg-type]
+
+
+class Receiver:
+    """The destination as the shell runs it: the continuity check, then each alert
+    journaled once by its relay key, answered with the request's last id."""
+
+    def __init__(self) -> None:
+        self.check = RelayReceiver()
+        self.journal: list[int] = []  # origin alert ids in the order journaled
+        self.keys: set[str] = set()
+        self.gaps = 0
+
+    def take(self, req: SendRelay) -> int | None:
+        """The acknowledged ``upto``, or None for a gap refusal."""
+        if not self.check.continues("eu", req.lane, req.after):
+            self.gaps += 1
+            return None
+        for item in req.items:
+            key = relay_key("eu", item.alert_id)
+            if key not in self.keys:
+                self.keys.add(key)
+                self.journal.append(item.alert_id)
+        self.check.on_held("eu", req.lane, req.items[-1].alert_id)
+        return req.items[-1].alert_id
+
+
+def deliver(s: RelayStream, rx: Receiver, reqs: list[SendRelay], now: float) -> None:
+    for req in reqs:
+        upto = rx.take(req)
+        if upto is None:
+            s.on_refused(req.generation, 0.0, now)
+        else:
+            s.on_ack(upto)
+
+
+def test_a_lost_middle_request_never_lets_later_alerts_overtake_it() -> None:
+    box = ListOutbox()
+    s = RelayStream(2, box, acked=0, batch=2, window=4, ack_timeout_s=1.0)
+    for n in range(1, 11):
+        box.add(2, n)
+    rx = Receiver()
+    out = list(iter(lambda: s.next(0.0), None))
+    assert [ids(r) for r in out] == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    lost = out.pop(1)  # [3, 4] vanishes with a replaced connection
+    deliver(s, rx, out, 0.1)
+    assert rx.journal == [1, 2] and rx.gaps == 2  # 5..8 refused: they follow 3, 4
+    assert s.acked == 2 and lost.generation != s.generation
+    while (req := s.next(0.2)) is not None:  # resent from acked, and the rest
+        deliver(s, rx, [req], 0.2)
+    assert rx.journal == list(range(1, 11)) and s.acked == 10
+
+
+def test_a_repeated_request_is_not_journaled_twice() -> None:
+    box = ListOutbox()
+    s = RelayStream(0, box, acked=0, batch=3, window=2, ack_timeout_s=1.0)
+    for n in range(1, 7):
+        box.add(0, n)
+    rx = Receiver()
+    first, second = s.next(0.0), s.next(0.0)
+    assert first is not None and second is not None
+    assert rx.take(first) == 3 and rx.take(second) == 6  # journaled; the answers are lost
+    s.tick(2.0)  # unanswered: both go again
+    again = list(iter(lambda: s.next(2.0), None))
+    assert [ids(r) for r in again] == [[1, 2, 3], [4, 5, 6]]
+    deliver(s, rx, [*again, second], 2.1)  # and an old copy arrives once more
+    assert rx.journal == [1, 2, 3, 4, 5, 6] and s.acked == 6 and s.in_flight == 0
 
 
 def test_backlog_beyond_the_cap_is_read_back_from_the_database() -> None:

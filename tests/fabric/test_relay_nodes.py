@@ -109,3 +109,32 @@ async def test_repeated_relay_is_a_duplicate_and_bad_relays_are_refused(
         assert c.get("fabric_errors.MALFORMED") == 4
         keys = [r[0] for r in us.store.db.execute("SELECT key FROM alerts ORDER BY alert_id")]
         assert keys == ["relay:eu:7", "relay:eu:8"]
+
+
+async def test_a_relay_that_continues_after_a_missing_one_is_refused(tmp_path: Path) -> None:
+    configs = fabric_configs(tmp_path, ["eu", "us"], **FAST)
+    async with running_node(configs["us"]) as us:  # the fake peer plays eu
+        assert us.fabric is not None
+        eu_keys = load_or_create_server_keys(Path(configs["eu"].node.data_dir))
+        fp = us.fabric.directory.fingerprint
+
+        def relay(rid: int, alert_id: int, after: int) -> wire.AlertRelay:
+            alert = wire.Alert(alert_id, wire.Severity.HIGH, "submitted", 9, "t", 1, 1,
+                               "node-eu")
+            return wire.AlertRelay(1, rid, 1, [wire.RelayedAlert(alert_id, [], alert)], after)
+
+        async with fake_peer(us.fabric.url, curve=(eu_keys.public, eu_keys.secret,
+                                                   us.server_keys.public)) as peer:
+            assert isinstance(await peer.request(wire.FabricHello(1, 1, "eu", "e", 5, fp)),
+                              wire.FabricWelcome)
+            assert await peer.request(relay(2, 7, 0)) == wire.AlertRelayed(1, 2, 1, 7)
+            gap = await peer.request(relay(3, 9, 8))  # 8 never arrived
+            assert isinstance(gap, wire.Error) and gap.name == "RELAY_GAP"
+            assert await peer.request(relay(4, 8, 7)) == wire.AlertRelayed(1, 4, 1, 8)
+            assert await peer.request(relay(5, 9, 8)) == wire.AlertRelayed(1, 5, 1, 9)
+            assert await peer.request(relay(6, 8, 7)) == wire.AlertRelayed(1, 6, 1, 8)
+        c = us.counters
+        assert c.get("fabric_relay_in_gaps") == 1 and c.get("fabric_errors.RELAY_GAP") == 1
+        assert c.get("fabric_relay_in.eu") == 3 and c.get("fabric_relay_in_duplicates") == 1
+        keys = [r[0] for r in us.store.db.execute("SELECT key FROM alerts ORDER BY alert_id")]
+        assert keys == ["relay:eu:7", "relay:eu:8", "relay:eu:9"]
