@@ -563,6 +563,12 @@ class Fabric:
             if msg.stream == self.store.stream:
                 self._placement_actions(region, self.senders[region].on_ack(
                     msg.applied, msg.resync, now))
+        elif isinstance(msg, wire.Error) and msg.code == ErrorCode.UNKNOWN_PEER:
+            # the peer restarted and forgot our hello: the link goes down and up again,
+            # and what was in flight on it (relays, commands) goes again from there
+            self._relay_rids.pop(msg.rid, None)
+            self._command_rids.pop(msg.rid, None)
+            self._link_actions(region, link.on_refused(now), now)
         elif isinstance(msg, wire.AlertRelayed | wire.Busy | wire.Error) and (
                 msg.rid in self._relay_rids):
             self._relay_reply(region, msg, now)
@@ -570,13 +576,10 @@ class Fabric:
             self._command_rids.pop(msg.rid, None)
             if self._incidents is not None:
                 self._incidents.home_state(region, msg)
-        elif isinstance(msg, wire.Error) and msg.rid in self._command_rids and (
-                msg.code != ErrorCode.UNKNOWN_PEER):
+        elif isinstance(msg, wire.Error) and msg.rid in self._command_rids:
             _, key = self._command_rids.pop(msg.rid)
             if self._incidents is not None:
                 self._incidents.home_refused(region, key, msg)
-        elif isinstance(msg, wire.Error) and msg.code == ErrorCode.UNKNOWN_PEER:
-            self._link_actions(region, link.on_refused(now), now)
         elif isinstance(msg, wire.Error) and msg.code == ErrorCode.DIRECTORY_MISMATCH:
             self.counters.inc(f"fabric_directory_mismatch.{region}")
             if region not in self._mismatch_logged:

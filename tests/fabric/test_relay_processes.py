@@ -149,6 +149,8 @@ async def test_relayed_alerts_exactly_once_through_cut_and_kills(tmp_path: Path)
                 await blocking(links)
                 await until(lambda: len(received) == len(sub.accepted), timeout=20,
                             what=f"alerts across the restart of {victim.region}")
+                if victim is us:  # a fresh us's UNKNOWN_PEER re-links; it is no refusal
+                    assert eu.status().counters.get("fabric_relay_refused.us", 0) == 0
             tg.cancel_scope.cancel()
         check_exactly_once(list(sub.accepted.values()), received)
         assert len(received) == 110
