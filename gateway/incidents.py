@@ -133,6 +133,7 @@ class Request:
     origin: str = ""  # home: the region it came from ("" = requested here)
     refused: str = ""  # origin: the home node's last refusal (posted once)
     waiting: bool = False  # origin: the link to the home region is down
+    durable: bool = True  # False from approval until that is journaled: not sent before
 
 
 class CommandFabric(Protocol):
@@ -774,6 +775,12 @@ class IncidentDesk:
         now = self._clock_ns()
         req.approved_ns = now
         cmd = req.command
+        req.durable = False  # dispatched (here or to its home) once the approval is durable
+
+        def dispatch() -> None:
+            req.durable = True
+            self._dispatch(req)
+
         writes: list[Write] = [("UPDATE commands SET state = 'approved', approved_ns = ? "
                                 "WHERE request_id = ?", [now, req.id])]
         if cmd.name == "resolve":
@@ -788,7 +795,7 @@ class IncidentDesk:
             self._post(inc, "approved", "node", f"request {req.id} approved: {cmd.text()}; "
                        f"account {cmd.account} is homed in region {home}: sending it to "
                        f"{home}'s node", {"request": str(req.id), "home": home}, writes,
-                       lambda: self._dispatch(req))
+                       dispatch)
             return
         if cmd.name in ("freeze", "unfreeze"):
             frozen = cmd.name == "freeze"
@@ -805,11 +812,11 @@ class IncidentDesk:
                        f"node's scoring (request {req.id}); sending to the business system",
                        {"request": str(req.id), "account": str(cmd.account),
                         "latency_ms": f"{(now - self._alert_ns(inc)) / 1e6:.0f}"}, writes,
-                       lambda: self._dispatch(req))
+                       dispatch)
         else:
             self._post(inc, "approved", "node", f"request {req.id} approved: {cmd.text()}; "
                        "sending to the business system", {"request": str(req.id)}, writes,
-                       lambda: self._dispatch(req))
+                       dispatch)
 
     def _alert_ns(self, inc: Incident) -> int:
         row = self.db.execute("SELECT raised_ns FROM alerts WHERE alert_id = ?",
@@ -870,7 +877,8 @@ class IncidentDesk:
         """Send an approved command to a business system here, or to its home node, unless
         it was sent within the last ``DISPATCH_RETRY_MS`` (called after it is durable, then
         by every tick until it is answered)."""
-        if req.command.name not in BUSINESS or req.votes.state != "approved":
+        if req.command.name not in BUSINESS or req.votes.state != "approved" or (
+                not req.durable):
             return
         now = self._mono_ms()
         if now - req.last_sent_ms < DISPATCH_RETRY_MS:
@@ -1040,7 +1048,7 @@ class IncidentDesk:
         votes = Approvals(maker, len(msg.approved_by), frozenset(), 0, "approved")
         votes.approved_by = list(msg.approved_by)
         req = Request(rid, 0, maker, msg.key, cmd, votes, now, 0, now, exec_key=msg.key,
-                      origin=origin)
+                      origin=origin, durable=False)
         self._keys[(maker, msg.key)] = rid
         self._requests[rid] = req
         writes: list[Write] = [(
@@ -1065,6 +1073,7 @@ class IncidentDesk:
         reply = wire.CommandState(v, msg.rid, msg.key, "accepted", rid, now)
 
         def durable() -> None:
+            req.durable = True
             self._send_state(origin, reply)
             self._dispatch(req)
 
