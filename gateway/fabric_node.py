@@ -535,7 +535,7 @@ class Fabric:
                 self.senders[region].on_link_down()
                 self._relay_link_change(region, now)
                 for rid in [r for r, (dest, _) in self._command_rids.items() if dest == region]:
-                    del self._command_rids[rid]  # sent again by the desk's next tick
+                    del self._command_rids[rid]  # the desk sends them again (every 2 s)
 
     def _peer_handler(self, region: str) -> Callable[[list[bytes]], None]:
         def on_message(frames: list[bytes]) -> None:
