@@ -20,6 +20,7 @@ from gateway import wire
 from gateway.client import open_officer, open_producer
 from gateway.config import Config, IncidentSection
 from gateway.corebank import CoreBank
+from gateway.incident._timeline import timeline
 from gateway.journal import connect, verify
 from gateway.soak import register_keys
 from gateway.transport import open_dealer
@@ -148,6 +149,17 @@ async def test_freeze_of_a_foreign_account_is_carried_out_at_its_home(tmp_path: 
                     "commands WHERE exec_key = ?", key) == [("executed", "eu", "eu/alice", 0)]
         assert rows(us.cfg.node.data_dir, "SELECT account FROM frozen_accounts") == [(ACCOUNT,)]
         assert rows(eu.cfg.node.data_dir, "SELECT account FROM frozen_accounts") == []
+        # eu's timeline shows the hand-off to the home region and the execution
+        db = connect(Path(eu.cfg.node.data_dir) / "node.db", readonly=True)
+        try:
+            tl = timeline(db, incident, room=False)
+        finally:
+            db.close()
+        texts = [(e.what, e.detail) for e in tl.entries]
+        assert ("home", f"request {request_id}: sent to region us, the account's home; "
+                "accepted there") in texts
+        assert any(k == "executed" and "CB-" in t for k, t in texts)
+        assert tl.time_to_execute_s is not None
     finally:
         for n in nodes.values():
             n.stop()
