@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import wire
-from gateway.auth import OfficerKey, load_or_create_server_keys, new_keypair
+from gateway.auth import load_or_create_server_keys
 from gateway.client import open_officer, open_producer
 from gateway.codec import Endpoint
 from gateway.config import (
@@ -37,6 +37,7 @@ from gateway.config import (
 )
 from gateway.corebank import CoreBank
 from gateway.counters import LatencyHistogram
+from gateway.demo_incident import officer_key
 from gateway.errors import GatewayError
 from gateway.node import Node
 from gateway.runtime import Loop, run
@@ -185,15 +186,6 @@ async def _place_trusted(node: Node, gen: TransactionGenerator) -> tuple[int, in
     return reply.local, reply.placed
 
 
-async def _key(node: Node, officer: str) -> OfficerKey:
-    public, secret = new_keypair()
-    done = anyio.Event()
-    node.desk.register_key(officer, public, "demo", on_durable=done.set)
-    await done.wait()
-    return OfficerKey(officer, public, secret, node.server_keys.public,
-                      node.urls[Endpoint.CLIENTS])
-
-
 async def _freeze_scene(origin: Node, home: Node, tmp: Path, console: Console,
                         timeout: float = 30.0) -> _Freeze:
     """Officers at ``origin`` freeze an account homed at ``home``."""
@@ -202,7 +194,7 @@ async def _freeze_scene(origin: Node, home: Node, tmp: Path, console: Console,
     out = _Freeze(origin=origin.config.node.region, home=home.config.node.region)
     out.account = next(a for a in range(6_200_000_000, 6_200_100_000)
                        if directory.home(a) == out.home)
-    risk_key, checker_key = await _key(origin, RISK), await _key(origin, CHECKER)
+    risk_key, checker_key = await officer_key(origin, RISK), await officer_key(origin, CHECKER)
     bank = CoreBank(home.urls[Endpoint.SERVICES], tmp / "core-banking.db", heartbeat_s=0.5)
     v = wire.PROTOCOL_VERSION
     with anyio.fail_after(timeout):

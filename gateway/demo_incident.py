@@ -101,7 +101,8 @@ class SceneReport:
     pages: int = 0
 
 
-async def _key(node: Node, officer: str) -> OfficerKey:
+async def officer_key(node: Node, officer: str) -> OfficerKey:
+    """A fresh CURVE key registered (journaled) for ``officer`` on an in-process node."""
     public, secret = new_keypair()
     done = anyio.Event()
     node.desk.register_key(officer, public, "demo", on_durable=done.set)
@@ -113,7 +114,7 @@ async def _key(node: Node, officer: str) -> OfficerKey:
 async def run_scene(node: Node, work_dir: Path, say: Callable[[str], None],
                     timeout: float = 20.0) -> SceneReport:
     report = SceneReport()
-    risk_key, checker_key = await _key(node, RISK), await _key(node, CHECKER)
+    risk_key, checker_key = await officer_key(node, RISK), await officer_key(node, CHECKER)
     bank = CoreBank(node.urls[Endpoint.SERVICES], work_dir / "core-banking.db",
                     heartbeat_s=0.5)
     v = wire.PROTOCOL_VERSION
@@ -181,4 +182,4 @@ def scene_secret() -> str:
     return os.urandom(16).hex()
 
 
-__all__ = ["SceneReport", "run_scene", "scene_secret", "write_oncall"]
+__all__ = ["SceneReport", "officer_key", "run_scene", "scene_secret", "write_oncall"]

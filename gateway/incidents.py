@@ -650,14 +650,34 @@ class IncidentDesk:
                                 str(r[5]), str(r[6]), str(r[7]), int(r[8]), by, int(r[9]),
                                 int(r[10]), str(r[11]), str(r[12]))
 
+    def _known(self, maker: str, key: str) -> int | None:
+        """The request a maker's idempotency key already names (this run or stored)."""
+        known = self._keys.get((maker, key))
+        if known is None:
+            row = self.db.execute("SELECT request_id FROM commands WHERE maker = ? AND "
+                                  "key = ?", (maker, key)).fetchone()
+            known = int(row[0]) if row is not None else None
+        return known
+
+    def _apply_freeze(self, cmd: Command, request_id: int, now: int,
+                      writes: list[Write]) -> bool:
+        """A freeze or unfreeze in this node's scoring now, kept in ``frozen_accounts``
+        by ``writes``; True for a freeze."""
+        frozen = cmd.name == "freeze"
+        self._freeze(cmd.account, frozen)  # the next payment is scored frozen
+        if frozen:
+            writes.append(("INSERT OR REPLACE INTO frozen_accounts VALUES (?,?,?)",
+                           [sql_i64(cmd.account), request_id, now]))
+        else:
+            writes.append(("DELETE FROM frozen_accounts WHERE account = ?",
+                           [sql_i64(cmd.account)]))
+        self.counters.inc(f"accounts_{cmd.name}d")
+        return frozen
+
     def _request(self, ident: bytes, officer: str, roles: frozenset[str],
                  msg: wire.CommandSubmit) -> bytes | None:
         v = wire.PROTOCOL_VERSION
-        known = self._keys.get((officer, msg.key))
-        if known is None:
-            row = self.db.execute("SELECT request_id FROM commands WHERE maker = ? AND "
-                                  "key = ?", (officer, msg.key)).fetchone()
-            known = int(row[0]) if row is not None else None
+        known = self._known(officer, msg.key)
         if known is not None:
             self.counters.inc("commands_repeated")
             live = self._requests.get(known)
@@ -798,15 +818,7 @@ class IncidentDesk:
                        dispatch)
             return
         if cmd.name in ("freeze", "unfreeze"):
-            frozen = cmd.name == "freeze"
-            self._freeze(cmd.account, frozen)  # the next payment is scored frozen
-            if frozen:
-                writes.append(("INSERT OR REPLACE INTO frozen_accounts VALUES (?,?,?)",
-                               [sql_i64(cmd.account), req.id, now]))
-            else:
-                writes.append(("DELETE FROM frozen_accounts WHERE account = ?",
-                               [sql_i64(cmd.account)]))
-            self.counters.inc(f"accounts_{cmd.name}d")
+            frozen = self._apply_freeze(cmd, req.id, now, writes)
             self._post(inc, "frozen" if frozen else "unfrozen", "node",
                        f"account {cmd.account} {'frozen' if frozen else 'unfrozen'} in this "
                        f"node's scoring (request {req.id}); sending to the business system",
@@ -1027,11 +1039,7 @@ class IncidentDesk:
         once per key; every repeat is answered with the command's state."""
         v = wire.PROTOCOL_VERSION
         maker = f"{origin}/{msg.maker}"  # '/' is in no officer id: no clash with ours
-        known = self._keys.get((maker, msg.key))
-        if known is None:
-            row = self.db.execute("SELECT request_id FROM commands WHERE maker = ? AND "
-                                  "key = ?", (maker, msg.key)).fetchone()
-            known = int(row[0]) if row is not None else None
+        known = self._known(maker, msg.key)
         if known is not None:
             self.counters.inc(f"commands_from_region_repeated.{origin}")
             return self._state_reply(known, msg.key, msg.rid, origin)
@@ -1058,15 +1066,7 @@ class IncidentDesk:
             [rid, 0, maker, msg.key, cmd.name, sql_i64(cmd.account), cmd.amount, cmd.reason,
              "approved", len(msg.approved_by), "", now, 0, now, origin, msg.key])]
         if cmd.name in ("freeze", "unfreeze"):
-            frozen = cmd.name == "freeze"
-            self._freeze(cmd.account, frozen)  # the next payment is scored frozen
-            if frozen:
-                writes.append(("INSERT OR REPLACE INTO frozen_accounts VALUES (?,?,?)",
-                               [sql_i64(cmd.account), rid, now]))
-            else:
-                writes.append(("DELETE FROM frozen_accounts WHERE account = ?",
-                               [sql_i64(cmd.account)]))
-            self.counters.inc(f"accounts_{cmd.name}d")
+            self._apply_freeze(cmd, rid, now, writes)
         log.info("command %s from region %s: %s (request %d here)", msg.key, origin,
                  cmd.text(), rid)
         self.counters.inc(f"commands_from_region.{origin}")
