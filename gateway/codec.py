@@ -133,10 +133,11 @@ class EndpointCodec:
 
 
 class ReplyCodec:
-    """Client side: encode requests, decode any reply."""
+    """Client side: encode requests, decode any reply (of ``replies``, a union of reply
+    types; by default every reply of the node's endpoints)."""
 
-    def __init__(self) -> None:
-        self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(wire.Reply)
+    def __init__(self, replies: Any = wire.Reply) -> None:
+        self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(replies)
         self._encoder = wire.encoder()
 
     def encode(self, msg: msgspec.Struct) -> bytes:

@@ -14,6 +14,7 @@ from typing import Any, Final
 import msgspec
 
 from gateway import wire
+from gateway.codec import ReplyCodec
 from gateway.errors import ErrorCode, ProtocolError
 
 FABRIC_TAGS: Final = frozenset(t.__struct_config__.tag for t in wire.FabricRequest.__args__)
@@ -83,22 +84,11 @@ def _classify(body: bytes, detail: str) -> ProtocolError:
     return ProtocolError(ErrorCode.MALFORMED, f"{tag}: {detail}", rid)
 
 
-class FabricReplyCodec:
+class FabricReplyCodec(ReplyCodec):
     """The DEALER side: encode requests to a peer, decode its replies."""
 
     def __init__(self) -> None:
-        self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
-            wire.FabricReply)
-        self._encoder = wire.encoder()
-
-    def encode(self, msg: msgspec.Struct) -> bytes:
-        return self._encoder.encode(msg)
-
-    def decode(self, body: bytes) -> Any:
-        try:
-            return self._decoder.decode(body)
-        except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
-            raise ProtocolError(ErrorCode.MALFORMED, f"undecodable reply: {exc}") from None
+        super().__init__(wire.FabricReply)
 
 
 __all__ = ["FABRIC_TAGS", "FabricCodec", "FabricReplyCodec"]
