@@ -40,6 +40,7 @@ from gateway.client import open_officer
 from gateway.codec import ReplyCodec
 from gateway.errors import GatewayError
 from gateway.ingest import ensure_libzmq, percentile_ns
+from gateway.ports import listen_port
 from gateway.runtime import run
 from gateway.scoring import TransactionGenerator
 from gateway.transport import open_dealer, request_blocking
@@ -80,14 +81,6 @@ def _running(proc: subprocess.Popen[str]) -> bool:
     except subprocess.TimeoutExpired:
         return True
     return False
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class _Node:
     """A ``gateway node`` subprocess; its endpoints once it printed them."""
@@ -230,7 +223,7 @@ def run_fabric_bench(*, quick: bool = False, rate: float = 2000.0, seconds: floa
     totals: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory(prefix="gateway-bench-fabric-") as tmp:
         work = Path(tmp)
-        eu_bind, us_bind = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+        eu_bind, us_bind = (f"tcp://127.0.0.1:{listen_port()}" for _ in range(2))
         say("starting two regional nodes")
         us = _Node(work, "us", us_bind, "eu", eu_bind)
         try:
@@ -276,7 +269,7 @@ def run_fabric_bench(*, quick: bool = False, rate: float = 2000.0, seconds: floa
             "an officer at us and one at eu")
         work = Path(tmp) / "alerts"
         work.mkdir()
-        eu_bind, us_bind = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+        eu_bind, us_bind = (f"tcp://127.0.0.1:{listen_port()}" for _ in range(2))
         us = _Node(work, "us", us_bind, "eu", eu_bind)
         try:
             eu = _Node(work, "eu", eu_bind, "us", us_bind, relay=True)

@@ -40,6 +40,7 @@ from gateway.counters import LatencyHistogram
 from gateway.demo_incident import officer_key
 from gateway.errors import GatewayError
 from gateway.node import Node
+from gateway.ports import listen_port
 from gateway.runtime import Loop, run
 from gateway.scoring import TransactionGenerator
 from gateway.transport import DealerConnection, open_dealer
@@ -104,18 +105,10 @@ class _Stats:
     forwarded_txs: int = 0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _configs(tmp: Path, regions: list[str]) -> dict[str, Config]:
     """One node per region, every pair linked, peers authenticated with CURVE: each node's
     key pair is made in its data directory first, as `gateway keys server` does."""
-    binds = {r: f"tcp://127.0.0.1:{_free_port()}" for r in regions}
+    binds = {r: f"tcp://127.0.0.1:{listen_port()}" for r in regions}
     keys = {r: load_or_create_server_keys(tmp / r).public for r in regions}
     oncall = tmp / "oncall.toml"
     oncall.write_text(ONCALL, encoding="utf-8")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,15 +29,10 @@ from gateway.auth import OfficerKey, new_keypair
 from gateway.client import open_officer
 from gateway.errors import GatewayError, RequestTimeoutError
 from gateway.journal import connect, verify
+from gateway.ports import listen_port
 from gateway.transport import open_dealer
 
 SEVERITIES = list(wire.Severity)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -105,7 +99,7 @@ class NodeProcess:
 
     def __init__(self, data_dir: Path, *, name: str = "soak-node", extra: str = "") -> None:
         self.data_dir = data_dir
-        self.ports = {k: free_port() for k in ("ingest", "clients", "services")}
+        self.ports = {k: listen_port() for k in ("ingest", "clients", "services")}
         self.urls = {k: f"tcp://127.0.0.1:{p}" for k, p in self.ports.items()}
         self.config = data_dir.parent / f"{name}.toml"
         self.config.write_text(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 
 import anyio
@@ -13,19 +12,14 @@ from nodeutil import running_node, wait_until
 from gateway import wire
 from gateway.codec import Endpoint
 from gateway.config import Config, MetricsSection
+from gateway.ports import listen_port
 from gateway.transport import open_dealer
 
 pytestmark = pytest.mark.anyio
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_metrics_endpoint_serves_counters(node_config: Config) -> None:
-    port = _free_port()
+    port = listen_port()
     cfg = msgspec.structs.replace(node_config, metrics=MetricsSection(port=port))
     async with running_node(cfg) as node:
         async with open_dealer(node.urls[Endpoint.INGEST]) as conn:

@@ -3,7 +3,6 @@ transactions for accounts of a given home, and deadline-bounded waits."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from gateway.config import (
     NodeSection,
 )
 from gateway.node import Node
+from gateway.ports import listen_port
 
 BASE = {"eu": 0, "us": 1_000_000, "ap": 2_000_000}
 
@@ -33,12 +33,6 @@ def ranges(regions: list[str]) -> DirectorySection:
         DirectoryRange(first=BASE[r], last=BASE[r] + 999_999, region=r) for r in regions])
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def fabric_configs(tmp: Path, regions: list[str], *, mode: str = "native",
                    directory: DirectorySection | None = None, peer_urls: dict[str, dict[str, str]]
                    | None = None, curve: bool = True, **fabric: Any) -> dict[str, Config]:
@@ -46,7 +40,7 @@ def fabric_configs(tmp: Path, regions: list[str], *, mode: str = "native",
     overrides the endpoint ``a`` uses for ``b`` (a link proxy in between). With ``curve``
     (the default) each node's key pair is made in its data directory and every node knows
     its peers' public keys, as an operator sets it up with `gateway keys server`."""
-    binds = {r: f"tcp://127.0.0.1:{free_port()}" for r in regions}
+    binds = {r: f"tcp://127.0.0.1:{listen_port()}" for r in regions}
     data = {r: tmp / f"data-{r}" for r in regions}
     keys = {r: load_or_create_server_keys(data[r]).public for r in regions} if curve else {}
     out = {}

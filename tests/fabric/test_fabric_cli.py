@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from fabricutil import free_port
 
 from gateway.cli import main
 from gateway.config import FabricSection
 from gateway.fabric import build_directory
+from gateway.ports import listen_port
 
 
 @pytest.mark.parametrize(("argv", "key", "reason"), [
@@ -66,7 +66,7 @@ def _gateway(*args: str) -> str:
 
 
 def test_two_nodes_from_the_command_line(tmp_path: Path) -> None:
-    eu_bind, us_bind = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    eu_bind, us_bind = (f"tcp://127.0.0.1:{listen_port()}" for _ in range(2))
     eu, eu_urls = _node(tmp_path, "eu", eu_bind, "us", us_bind)
     try:
         us, us_urls = _node(tmp_path, "us", us_bind, "eu", eu_bind)

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from fabricutil import fabric_configs, free_port
+from fabricutil import fabric_configs
 from procutil import NodeProcess
 
 from gateway import wire
@@ -20,6 +20,7 @@ from gateway.auth import OfficerKey, new_keypair
 from gateway.client import open_officer
 from gateway.errors import GatewayError
 from gateway.linkproxy import LinkProxy
+from gateway.ports import listen_port
 from gateway.transport import DealerConnection, open_dealer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -94,8 +95,8 @@ async def test_relayed_alerts_exactly_once_through_cut_and_kills(tmp_path: Path)
     configs["eu"].fabric.peers["us"] = to_us
     configs["us"].fabric.peers["eu"] = to_eu
     # fixed ports where clients reconnect across restarts
-    configs["eu"].endpoints.services = f"tcp://127.0.0.1:{free_port()}"
-    configs["us"].endpoints.clients = f"tcp://127.0.0.1:{free_port()}"
+    configs["eu"].endpoints.services = f"tcp://127.0.0.1:{listen_port()}"
+    configs["us"].endpoints.clients = f"tcp://127.0.0.1:{listen_port()}"
     nodes: dict[str, NodeProcess] = {}
     try:
         for r in REGIONS:
