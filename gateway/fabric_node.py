@@ -527,6 +527,8 @@ class Fabric:
                 self._forward_actions(self.forwards.on_link_up(region, self.is_up, now))
                 self._placement_actions(region, self.senders[region].on_link_up(now))
                 self._relay_link_change(region, now)
+                if self._incidents is not None:
+                    self._incidents.home_link_up(region)
             elif isinstance(a, LinkDown):
                 self.counters.inc(f"fabric_link_down.{region}")
                 self.counters.set_gauge(f"fabric_peer_up_now.{region}", 0)
@@ -535,7 +537,7 @@ class Fabric:
                 self.senders[region].on_link_down()
                 self._relay_link_change(region, now)
                 for rid in [r for r, (dest, _) in self._command_rids.items() if dest == region]:
-                    del self._command_rids[rid]  # the desk sends them again (every 2 s)
+                    del self._command_rids[rid]  # the desk sends them again at link up
 
     def _peer_handler(self, region: str) -> Callable[[list[bytes]], None]:
         def on_message(frames: list[bytes]) -> None:

@@ -974,6 +974,14 @@ class IncidentDesk:
         req.last_sent_ms = now_ms
         self.counters.inc(f"commands_sent_home.{req.home}")
 
+    def home_link_up(self, region: str) -> None:
+        """Origin: the link to ``region`` is (back) up. Its open commands go again at once:
+        one sent just before a cut may be lost with the old connection."""
+        for req in list(self._requests.values()):
+            if req.home == region and req.votes.state == "approved":
+                req.last_sent_ms = -(10**12)
+                self._dispatch(req)
+
     def home_state(self, region: str, msg: wire.CommandState) -> None:
         """Origin: the home node's answer (or report) on a command sent there."""
         req = self._by_exec_key.get(msg.key)

@@ -11,7 +11,7 @@ import pytest
 from fabricutil import FAST, account, fabric_configs, fake_peer, running, tx
 from nodeutil import register_officer, running_node, wait_until
 
-from gateway import wire
+from gateway import incidents, wire
 from gateway.auth import load_or_create_server_keys
 from gateway.client import open_officer
 from gateway.codec import Endpoint
@@ -110,9 +110,9 @@ async def test_a_node_without_incident_response_refuses_commands(tmp_path: Path)
         assert "@frozen" not in (await score(eu, 1, account("eu", 1))).fired
 
 
-async def test_origin_keeps_a_refused_command_and_says_so_once(tmp_path: Path) -> None:
-    """us takes no commands (no incident response there): eu's room shows the refusal
-    once, eu keeps the approved command and sends it again; nothing is applied anywhere."""
+def refusing_home_configs(tmp_path: Path) -> dict[str, Config]:
+    """eu approves `/limit` with no second vote; us has no incident response, so it
+    refuses every command (INVALID) and applies none."""
     configs = fabric_configs(tmp_path, ["eu", "us"], **FAST)
     oncall = tmp_path / "oncall.toml"
     oncall.write_text(ONCALL + '\n[[ladders.high]]\nafter_s = 0\nchannels = ["app"]\n',
@@ -122,23 +122,35 @@ async def test_origin_keeps_a_refused_command_and_says_so_once(tmp_path: Path) -
                       'expires_s = 900\n', encoding="utf-8")
     configs["eu"] = msgspec.structs.replace(configs["eu"], incident=IncidentSection(
         oncall=str(oncall), policy=str(policy)))
-    theirs = account("us", 5)
+    return configs
+
+
+async def approve_limit(eu: Node, account: int) -> int:
+    """alice at eu limits ``account`` (homed in us); the incident's id."""
+    key = await register_officer(eu, "alice")
+    async with open_dealer(eu.urls[Endpoint.SERVICES]) as conn:
+        accepted = await conn.request(wire.AlertSubmit(
+            1, 1, "a-1", wire.Severity.HIGH, account, "mule", {"family": "velocity"}))
+    assert isinstance(accepted, wire.AlertAccepted)
+    async with open_officer(key, device="phone") as alice:
+        while not isinstance(item := await alice.next(), wire.RoomPush):
+            pass
+        incident = item.event.incident
+        echo = await alice.echo_command(incident, f"/limit {account} 50000 cap")
+        status = await alice.confirm(echo, key="limit-1")
+        assert status.request.state == "approved"
+    return incident
+
+
+async def test_origin_keeps_a_refused_command_and_says_so_once(tmp_path: Path) -> None:
+    """us takes no commands (no incident response there): eu's room shows the refusal
+    once, eu keeps the approved command and sends it again; nothing is applied anywhere."""
+    configs = refusing_home_configs(tmp_path)
     async with running(configs) as nodes:
         eu = nodes["eu"]
-        key = await register_officer(eu, "alice")
-        async with open_dealer(eu.urls[Endpoint.SERVICES]) as conn:
-            accepted = await conn.request(wire.AlertSubmit(
-                1, 1, "a-1", wire.Severity.HIGH, theirs, "mule", {"family": "velocity"}))
-        assert isinstance(accepted, wire.AlertAccepted)
-        async with open_officer(key, device="phone") as alice:
-            while not isinstance(item := await alice.next(), wire.RoomPush):
-                pass
-            incident = item.event.incident
-            echo = await alice.echo_command(incident, f"/limit {theirs} 50000 cap")
-            status = await alice.confirm(echo, key="limit-1")
-            assert status.request.state == "approved"
-            await wait_until(lambda: eu.counters.get("commands_refused_home.INVALID") >= 2,
-                             timeout=10, what="refused twice")
+        incident = await approve_limit(eu, account("us", 5))
+        await wait_until(lambda: eu.counters.get("commands_refused_home.INVALID") >= 2,
+                         timeout=10, what="refused twice")
         refused = eu.store.db.execute(
             "SELECT actor FROM room_events WHERE incident_id = ? AND kind = 'refused'",
             (incident,)).fetchall()
@@ -146,3 +158,27 @@ async def test_origin_keeps_a_refused_command_and_says_so_once(tmp_path: Path) -
         assert eu.store.db.execute("SELECT state, home, forwarded_ns FROM commands").fetchall(
             ) == [("approved", "us", 0)]
         assert nodes["us"].store.db.execute("SELECT count(*) FROM commands").fetchone()[0] == 0
+
+
+async def test_open_commands_go_again_when_the_link_comes_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the periodic resend out of reach, eu sends the open command to us again only
+    because the link to us came back up after us restarted."""
+    monkeypatch.setattr(incidents, "DISPATCH_RETRY_MS", 600_000)
+    configs = refusing_home_configs(tmp_path)
+    async with running_node(configs["eu"]) as eu:
+        assert eu.fabric is not None
+        link = eu.fabric.links["us"]
+        async with running_node(configs["us"]):
+            await wait_until(lambda: link.up, timeout=10, what="link up")
+            await approve_limit(eu, account("us", 5))
+            await wait_until(lambda: eu.counters.get("commands_refused_home.INVALID") == 1,
+                             timeout=10, what="the first refusal")
+        await wait_until(lambda: not link.up, timeout=10, what="link down")
+        assert eu.counters.get("commands_sent_home.us") == 1
+        async with running_node(configs["us"]):
+            await wait_until(lambda: eu.counters.get("commands_refused_home.INVALID") == 2,
+                             timeout=10, what="sent again at link up")
+        assert eu.counters.get("commands_sent_home.us") == 2
+        assert eu.store.db.execute("SELECT state, home FROM commands").fetchall() == [
+            ("approved", "us")]
