@@ -1063,12 +1063,6 @@ class Fabric:
 
         self._trusted.submit(local, installed)
 
-    def trusted_load(self, rid: int, path: str, answer: Callable[[bytes], None]) -> None:
-        """Every line of a trusted-accounts file as an update (placed like trusted_update).
-        The file is read here (an operator's rare action; errors raise to the caller)."""
-        self.trusted_update(rid, _native.trusted_entries(_native.NativeTrusted.from_file(path)),
-                            answer)
-
     def trusted_levels(self, rid: int, accounts: Sequence[int]) -> bytes:
         table = self.engine.trusted_table
         levels = [(table.level(a) if table is not None else 0)

@@ -20,6 +20,7 @@ import anyio
 import zmq
 
 from gateway import __version__, wire
+from gateway._native import NativeTrusted, trusted_entries
 from gateway.alert_content import decision_alert, tx_summary_from_transaction
 from gateway.alerting import AlertDesk, DeliverySettings
 from gateway.auth import load_or_create_server_keys
@@ -96,6 +97,7 @@ class Node:
         self.endpoints: dict[Endpoint, RouterEndpoint] = {}  # the Python-served ones
         self.ingest: NativeIngestEndpoint | None = None  # native ingest (config ingest.mode)
         self.urls: dict[Endpoint, str] = {}  # every bound endpoint
+        self._tg: anyio.abc.TaskGroup | None = None  # while running
         # regional fabric (gateway.fabric_node); None without a [fabric] section
         self.fabric = (Fabric(config, self.counters, self.engine, keys=self.server_keys)
                        if fabric_enabled(config) else None)
@@ -192,6 +194,7 @@ class Node:
                 metrics = start_metrics_server(self, cfg.metrics.host, cfg.metrics.port)
             self._announce(metrics)
             async with anyio.create_task_group() as tg:
+                self._tg = tg  # short jobs started by requests (a trusted file's load)
                 handlers = {Endpoint.INGEST: self._on_ingest, Endpoint.CLIENTS: self._on_client,
                             Endpoint.SERVICES: self._on_service}
                 tg.start_soon(zap.run)
@@ -209,6 +212,7 @@ class Node:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
                 task_status.started(self)
         finally:
+            self._tg = None
             if self.ingest is not None:
                 self.ingest.close()  # joins the native thread before the context ends
             for sock in self.endpoints.values():
@@ -391,31 +395,56 @@ class Node:
                 return self._encode(wire.Keys(v, msg.rid, self._key_entries()))
             if isinstance(msg, wire.WhoOnline):
                 return self._encode(wire.Presence(v, msg.rid, self.desk.presence.entries()))
-            if isinstance(msg, wire.TrustedUpdate | wire.TrustedGet) or (
-                    isinstance(msg, wire.TrustedLoad) and self.fabric is not None):
+            if isinstance(msg, wire.TrustedUpdate | wire.TrustedGet):
                 return self._trusted_fabric(ident, msg)
+            if isinstance(msg, wire.TrustedLoad):
+                if self._tg is None:
+                    raise ProtocolError(ErrorCode.INTERNAL, "the node is stopping", msg.rid)
+                self._tg.start_soon(self._trusted_load, ident, msg)
+                return None
             if isinstance(msg, wire.ExecutorHello | wire.Executed | wire.IncidentsRequest
                           | wire.CasesSearch):
                 if self.incidents is None:
                     raise ProtocolError(ErrorCode.INVALID, "incident response is off on this "
                                         "node (set [incident] oncall)", msg.rid)
                 return self.incidents.on_service(ident, msg)
-            if isinstance(msg, wire.TrustedLoad):
-                n = self.engine.load_trusted(msg.path)
-                self.counters.inc("trusted_loaded", n)
-                return self._encode(wire.TrustedLoaded(v, msg.rid, n))
-        except RuleFileError as exc:
-            return self._refuse(Endpoint.SERVICES,
-                                ProtocolError(ErrorCode.RULES_INVALID, str(exc), msg.rid))
-        except ProtocolError as err:
-            if not err.request_id:
-                err.request_id = msg.rid
-            return self._refuse(Endpoint.SERVICES, err)
-        except (GatewayError, OSError) as exc:
-            code = getattr(exc, "code", None)
-            code = code if isinstance(code, ErrorCode) else ErrorCode.INVALID
-            return self._refuse(Endpoint.SERVICES, ProtocolError(code, str(exc), msg.rid))
+        except (RuleFileError, ProtocolError, GatewayError, OSError) as exc:
+            return self._refuse_service(exc, msg.rid)
         raise AssertionError(f"unhandled service message {msg!r}")  # pragma: no cover
+
+    def _refuse_service(self, exc: Exception, rid: int) -> bytes:
+        """A services request that failed: its typed error reply (counted)."""
+        if isinstance(exc, ProtocolError):
+            if not exc.request_id:
+                exc.request_id = rid
+            return self._refuse(Endpoint.SERVICES, exc)
+        if isinstance(exc, RuleFileError):
+            return self._refuse(Endpoint.SERVICES,
+                                ProtocolError(ErrorCode.RULES_INVALID, str(exc), rid))
+        code = getattr(exc, "code", None)
+        code = code if isinstance(code, ErrorCode) else ErrorCode.INVALID
+        return self._refuse(Endpoint.SERVICES, ProtocolError(code, str(exc), rid))
+
+    async def _trusted_load(self, ident: bytes, msg: wire.TrustedLoad) -> None:
+        """Every line of a trusted-accounts file, read and checked in a worker thread (a
+        million lines take about a second): with a fabric, placed at each account's home
+        node as ``trusted_update`` does; without, this node's whole table."""
+        services = self.endpoints[Endpoint.SERVICES]
+
+        def answer(body: bytes) -> None:
+            services.send_nowait(ident, body)
+
+        try:
+            table = await anyio.to_thread.run_sync(NativeTrusted.from_file, msg.path)
+            if self.fabric is None:
+                n = self.engine.install_trusted(table)
+                self.counters.inc("trusted_loaded", n)
+                answer(self._encode(wire.TrustedLoaded(wire.PROTOCOL_VERSION, msg.rid, n)))
+                return
+            entries = await anyio.to_thread.run_sync(trusted_entries, table)
+            self.fabric.trusted_update(msg.rid, entries, answer)
+        except (ProtocolError, GatewayError, OSError) as exc:
+            answer(self._refuse_service(exc, msg.rid))
 
     def _key_entries(self, public_key: str | None = None) -> list[wire.KeyEntry]:
         return [wire.KeyEntry(r.officer, r.public_key, r.label, r.registered_ms, r.revoked_ms)
@@ -435,8 +464,7 @@ class Node:
             self.desk.register_key(msg.officer, key, msg.label, on_durable=answer)
         else:
             self.desk.revoke_key(key, on_durable=answer)
-    def _trusted_fabric(self, ident: bytes,
-                        msg: wire.TrustedUpdate | wire.TrustedGet | wire.TrustedLoad,
+    def _trusted_fabric(self, ident: bytes, msg: wire.TrustedUpdate | wire.TrustedGet,
                         ) -> bytes | None:
         """Trusted data placed at each account's home node (gateway.fabric_node); changes
         are answered once stored and in this node's scoring."""
@@ -451,11 +479,8 @@ class Node:
         def answer(body: bytes) -> None:
             services.send_nowait(ident, body)
 
-        if isinstance(msg, wire.TrustedLoad):
-            self.fabric.trusted_load(msg.rid, msg.path, answer)
-        else:
-            self.fabric.trusted_update(msg.rid, [(e.account, e.level) for e in msg.entries],
-                                       answer)
+        self.fabric.trusted_update(msg.rid, [(e.account, e.level) for e in msg.entries],
+                                   answer)
         return None
 
     def _freeze(self, account: int, frozen: bool) -> None:

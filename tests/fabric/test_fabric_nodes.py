@@ -75,6 +75,37 @@ async def test_trusted_update_reaches_the_home_node_only(tmp_path: Path) -> None
         assert "GOOD-TRUSTED-SMALL" in reply.decisions[0].fired
 
 
+async def test_trusted_file_is_placed_at_the_homes_and_a_bad_one_refused(
+        tmp_path: Path) -> None:
+    """`gateway trusted load` at a node of a fabric: the file is read off the event loop,
+    each line placed as trusted_update places it; a bad file is refused, nothing applied."""
+    good = tmp_path / "trusted.csv"
+    good.write_text(f"# account,tier_level\n{account('eu', 1)},3\n{account('us', 1)},4\n"
+                    f"{account('us', 2)},5\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{account('eu', 2)},2\nnot-an-account,1\n")
+    configs = fabric_configs(tmp_path, ["eu", "us"], **FAST)
+    async with running(configs) as nodes:
+        eu, us = nodes["eu"], nodes["us"]
+        async with open_dealer(eu.urls[Endpoint.SERVICES]) as conn:
+            assert await conn.request(wire.TrustedLoad(1, 1, str(good))) == (
+                wire.TrustedUpdated(1, 1, 1, 2))
+            refused = await conn.request(wire.TrustedLoad(1, 2, str(bad)))
+            assert isinstance(refused, wire.Error) and refused.name == "INVALID"
+            assert "bad.csv" in refused.message and "line 2" in refused.message
+            missing = await conn.request(wire.TrustedLoad(1, 3, str(tmp_path / "none.csv")))
+            assert isinstance(missing, wire.Error) and missing.name == "INVALID"
+            levels = await conn.request(wire.TrustedGet(1, 4, [account("eu", 1),
+                                                              account("eu", 2)]))
+            assert levels.levels == [3, 0]  # nothing of the bad file
+        await wait_until(lambda: us.counters.get("fabric_trusted_applied") >= 2,
+                         what="placement applied")
+        async with open_dealer(us.urls[Endpoint.SERVICES]) as conn:
+            levels = await conn.request(wire.TrustedGet(1, 5, [account("us", 1),
+                                                              account("us", 2)]))
+        assert levels.levels == [4, 5]
+
+
 async def test_unknown_peer_and_directory_mismatch_are_refused(tmp_path: Path) -> None:
     configs = fabric_configs(tmp_path, ["eu", "us"], **FAST)
     async with running_node(configs["eu"]) as eu:  # the fake peer below plays "us"
