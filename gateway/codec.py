@@ -126,10 +126,13 @@ class EndpointCodec:
         return self._encoder.encode(msg)
 
     def error_reply(self, err: ProtocolError) -> bytes:
-        return self._encoder.encode(
-            wire.Error(wire.PROTOCOL_VERSION, err.request_id, int(err.code), err.code.name,
-                       err.message)
-        )
+        return self._encoder.encode(error_message(err))
+
+
+def error_message(err: ProtocolError) -> wire.Error:
+    """The ``error`` reply for a refused request (every endpoint's, the fabric's too)."""
+    return wire.Error(wire.PROTOCOL_VERSION, err.request_id, int(err.code), err.code.name,
+                      err.message)
 
 
 class ReplyCodec:

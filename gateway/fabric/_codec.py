@@ -14,7 +14,7 @@ from typing import Any, Final
 import msgspec
 
 from gateway import wire
-from gateway.codec import ReplyCodec
+from gateway.codec import ReplyCodec, error_message
 from gateway.errors import ErrorCode, ProtocolError
 
 FABRIC_TAGS: Final = frozenset(t.__struct_config__.tag for t in wire.FabricRequest.__args__)
@@ -55,8 +55,7 @@ class FabricCodec:
         return self._encoder.encode(msg)
 
     def error_reply(self, err: ProtocolError) -> bytes:
-        return self._encoder.encode(wire.Error(wire.PROTOCOL_VERSION, err.request_id,
-                                               int(err.code), err.code.name, err.message))
+        return self._encoder.encode(error_message(err))
 
 
 def _classify(body: bytes, detail: str) -> ProtocolError:
