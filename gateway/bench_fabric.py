@@ -22,14 +22,12 @@ eu's journal commit, the relay over the fabric, us's journal commit and the push
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import anyio
 import msgspec
@@ -37,13 +35,13 @@ import msgspec
 from gateway import _native, wire
 from gateway.auth import OfficerKey, load_or_create_server_keys, new_keypair
 from gateway.client import open_officer
-from gateway.codec import ReplyCodec
 from gateway.errors import GatewayError
 from gateway.ingest import ensure_libzmq, percentile_ns
+from gateway.nodeproc import NodeProcess
 from gateway.ports import listen_port
 from gateway.runtime import run
 from gateway.scoring import TransactionGenerator
-from gateway.transport import open_dealer, request_blocking
+from gateway.transport import open_dealer
 
 US_BIT: Final = 1 << 63  # accounts with the top bit set are homed at us
 DAY_MS: Final = 86_400_000
@@ -74,16 +72,8 @@ default = "us"
 
 
 
-def _running(proc: subprocess.Popen[str]) -> bool:
-    """Whether the subprocess still runs (reaps it when it ended)."""
-    try:
-        proc.wait(timeout=0)
-    except subprocess.TimeoutExpired:
-        return True
-    return False
-
-class _Node:
-    """A ``gateway node`` subprocess; its endpoints once it printed them."""
+class _Node(NodeProcess):
+    """A regional ``gateway node`` for the bench, started; one peer."""
 
     def __init__(self, workdir: Path, region: str, bind: str, peer: str, peer_url: str,
                  *, relay: bool = False, timeout: float = 60.0) -> None:
@@ -94,52 +84,25 @@ class _Node:
                                       bind=bind, peer=peer, peer_url=peer_url,
                                       peer_key=peer_key, eu_last=US_BIT - 1,
                                       relay=f'"{peer}"' if relay else ""))
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "node", "--config",
-                                      str(cfg)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True,
-                                     env=dict(os.environ))
-        assert self.proc.stdout is not None
-        self._out: IO[str] = self.proc.stdout
-        self.urls: dict[str, str] = {}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            parts = self._out.readline().split()
-            if not parts and not _running(self.proc):
-                break
-            if len(parts) >= 2:
-                self.urls[parts[0]] = parts[1]
-            if parts and parts[0] == "fabric":
-                return
-        self.close()
-        raise GatewayError(f"bench node {region} did not start")
-
-    def status(self) -> wire.StatusReply:
-        codec = ReplyCodec()
-        reply = codec.decode(request_blocking(self.urls["services"],
-                                              codec.encode(wire.StatusRequest(1, 1))))
-        assert isinstance(reply, wire.StatusReply)
-        return reply
+        super().__init__(cfg, log=workdir / f"{region}.log", name=f"bench {region}",
+                         timeout=timeout)
+        self.start()
 
     def officer(self, name: str) -> OfficerKey:
         """A new officer key registered at this node."""
-        codec = ReplyCodec()
         public, secret = new_keypair()
-        reply = codec.decode(request_blocking(self.urls["services"], codec.encode(
-            wire.KeyRegister(1, 2, name, public, "bench"))))
+        reply = self.request(wire.KeyRegister(1, 2, name, public, "bench"))
         if not isinstance(reply, wire.Keys):
             raise GatewayError(f"bench: key_register refused: {reply!r}")
         return OfficerKey(name, public, secret, self.status().info["clients_server_key"],
                           self.urls["clients"])
 
-    def close(self) -> None:
-        if _running(self.proc):
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
+    def wait_link(self, peer: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.status().info.get(f"fabric.peer.{peer}") != "up":
+            if time.monotonic() > deadline:
+                raise GatewayError(f"bench: the link {self.name} -> {peer} did not come up")
+            time.sleep(0.05)
 
 
 def _pools(n: int, seed: int) -> tuple[list[bytes], list[bytes]]:
@@ -229,11 +192,7 @@ def run_fabric_bench(*, quick: bool = False, rate: float = 2000.0, seconds: floa
         try:
             eu = _Node(work, "eu", eu_bind, "us", us_bind)
             try:
-                deadline = time.monotonic() + 30
-                while eu.status().info.get("fabric.peer.us") != "up":
-                    if time.monotonic() > deadline:
-                        raise GatewayError("bench: the link eu -> us did not come up")
-                    time.sleep(0.05)
+                eu.wait_link("us")
                 url = eu.urls["ingest"]
                 day = 0
                 for pool in (direct_pool, forwarded_pool):
@@ -260,9 +219,9 @@ def run_fabric_bench(*, quick: bool = False, rate: float = 2000.0, seconds: floa
                 eu_counters = eu.status().counters
                 us_counters = us.status().counters
             finally:
-                eu.close()
+                eu.stop()
         finally:
-            us.close()
+            us.stop()
         # a second pair for the alerts, eu relaying to us: the decision alerts of the
         # load above are not relayed into the forwarding figures
         say(f"cross-region alerts: {alerts:,} at {alert_rate:,.0f}/s, submitted at eu, to "
@@ -274,18 +233,14 @@ def run_fabric_bench(*, quick: bool = False, rate: float = 2000.0, seconds: floa
         try:
             eu = _Node(work, "eu", eu_bind, "us", us_bind, relay=True)
             try:
-                deadline = time.monotonic() + 30
-                while eu.status().info.get("fabric.peer.us") != "up":
-                    if time.monotonic() > deadline:
-                        raise GatewayError("bench: the link eu -> us did not come up")
-                    time.sleep(0.05)
+                eu.wait_link("us")
                 res = run(_alert_phase, eu.urls["services"], us.officer("far"),
                           eu.officer("near"), alerts, alert_rate, alerts / alert_rate + 20.0)
                 relayed_in = us.status().counters.get("fabric_relay_in.eu", 0)
             finally:
-                eu.close()
+                eu.stop()
         finally:
-            us.close()
+            us.stop()
 
     def p(kind: str, q: float) -> float:
         return percentile_ns(hist[kind], q) / 1e6

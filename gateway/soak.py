@@ -13,9 +13,6 @@ the journal must verify.
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +26,7 @@ from gateway.auth import OfficerKey, new_keypair
 from gateway.client import open_officer
 from gateway.errors import GatewayError, RequestTimeoutError
 from gateway.journal import connect, verify
+from gateway.nodeproc import NodeProcess
 from gateway.ports import listen_port
 from gateway.transport import open_dealer
 
@@ -94,67 +92,22 @@ class SoakReport:
         return d
 
 
-class NodeProcess:
-    """``gateway node`` in a subprocess on fixed ports, so it can be killed and restarted."""
+class SoakNode(NodeProcess):
+    """A node on fixed ports, so it can be killed and restarted where clients reconnect."""
 
     def __init__(self, data_dir: Path, *, name: str = "soak-node", extra: str = "") -> None:
-        self.data_dir = data_dir
-        self.ports = {k: listen_port() for k in ("ingest", "clients", "services")}
-        self.urls = {k: f"tcp://127.0.0.1:{p}" for k, p in self.ports.items()}
-        self.config = data_dir.parent / f"{name}.toml"
-        self.config.write_text(
+        ports = {k: listen_port() for k in ("ingest", "clients", "services")}
+        urls = {k: f"tcp://127.0.0.1:{p}" for k, p in ports.items()}
+        config = data_dir.parent / f"{name}.toml"
+        config.write_text(
             f'[node]\nname = "{name}"\nregion = "soak"\ndata_dir = "{data_dir}"\n'
             f'log_level = "warning"\n[endpoints]\n'
-            + "".join(f'{k} = "{u}"\n' for k, u in self.urls.items())
+            + "".join(f'{k} = "{u}"\n' for k, u in urls.items())
             + "[delivery]\noffline_after_ms = 2000\nrto_ms = 300\nmax_rto_ms = 2000\n"
             + extra,
             encoding="utf-8")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"{name}.log"
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with open(self.log, "ab") as log:  # the child keeps its own descriptor
-            return subprocess.Popen(
-                [sys.executable, "-m", "gateway", "node", "--config", str(self.config)],
-                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
-
-    async def start(self, timeout: float = 30.0) -> None:
-        """Start the node and return once it printed its ready line."""
-        self.proc = self._spawn()
-        assert self.proc.stdout is not None
-        out = self.proc.stdout
-
-        def ready() -> str:
-            lines = []
-            for raw in out:
-                line = raw.decode(errors="replace")
-                lines.append(line)
-                if " ready, pid " in line:
-                    return line
-            raise GatewayError("node exited before it was ready:\n" + "".join(lines))
-
-        with anyio.fail_after(timeout):
-            await anyio.to_thread.run_sync(ready, abandon_on_cancel=True)
-
-    def kill(self) -> int:
-        """SIGKILL and reap; returns the exit status."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        code = self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        super().__init__(config, log=data_dir.parent / f"{name}.log", name=name)
+        self.data_dir = data_dir
 
 
 async def _service(url: str, msg: Any, timeout: float) -> Any:
@@ -188,14 +141,14 @@ async def run_crash_soak(work_dir: Path, *, cycles: int = 20, officers: int = 3,
     rng = random.Random(seed)
     say = progress or (lambda _m: None)
     report = SoakReport()
-    node = NodeProcess(work_dir / "data")
+    node = SoakNode(work_dir / "data")
     names = [f"officer-{i + 1}" for i in range(officers)]
     logs = [DeviceLog(o, f"dev-{d + 1}") for o in names for d in range(devices)]
     accepted: dict[str, int] = {}
     outstanding = [0]  # keys submitted and not yet accepted
     t_start = time.monotonic()
     v = wire.PROTOCOL_VERSION
-    await node.start()
+    await node.start_async()
     try:
         keys, _server = await register_keys(node.urls["services"], names)
         stop_submitting = anyio.Event()
@@ -268,7 +221,7 @@ async def run_crash_soak(work_dir: Path, *, cycles: int = 20, officers: int = 3,
                 report.node_exit_codes.append(node.kill())
                 report.cycles += 1
                 await anyio.sleep(rng.uniform(0.0, 0.2))
-                await node.start()
+                await node.start_async()
                 say(f"cycle {cycle + 1}/{cycles}: killed and restarted; "
                     f"{len(accepted)} alerts accepted so far")
             # let in-flight submissions finish, then stop
@@ -307,5 +260,5 @@ async def run_crash_soak(work_dir: Path, *, cycles: int = 20, officers: int = 3,
     return report
 
 
-__all__ = ["DeviceLog", "NodeProcess", "SoakReport", "register_keys", "run_crash_soak"]
+__all__ = ["DeviceLog", "SoakNode", "SoakReport", "register_keys", "run_crash_soak"]
 

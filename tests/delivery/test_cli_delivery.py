@@ -13,7 +13,7 @@ import pytest
 
 from gateway.auth import load_key
 from gateway.cli import main
-from gateway.soak import NodeProcess
+from gateway.soak import SoakNode
 
 pytestmark = pytest.mark.anyio
 
@@ -26,8 +26,8 @@ async def gateway(*argv: str) -> int:
                                                         id="uvloop")])
 async def test_keys_alerts_and_journal_commands(tmp_path: Path, anyio_backend: object,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    node = NodeProcess(tmp_path / "data", name="cli-node")
-    await node.start()
+    node = SoakNode(tmp_path / "data", name="cli-node")
+    await node.start_async()
     svc = ["--services", node.urls["services"]]
     try:
         key_file = tmp_path / "alice.key"

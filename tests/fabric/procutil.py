@@ -4,22 +4,16 @@ and the checkers of the fabric process tests: lost, duplicated and gaps."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 
-from gateway import wire
-from gateway.codec import ReplyCodec
+from gateway import nodeproc, wire
 from gateway.config import Config
 from gateway.errors import GatewayError
-from gateway.transport import request_blocking
 
 
 def _toml_value(v: Any) -> str:
@@ -46,58 +40,18 @@ def to_toml(cfg: Config) -> str:
     return "\n".join(out)
 
 
-class NodeProcess:
-    """``gateway node --config FILE`` in a subprocess; its endpoints once ready."""
+class NodeProcess(nodeproc.NodeProcess):
+    """A regional node from its :class:`Config` (written as TOML), started."""
 
     def __init__(self, cfg: Config, workdir: Path, *, loop: str = "uvloop",
                  timeout: float = 30.0) -> None:
         self.cfg = cfg
         self.region = cfg.node.region
-        self.config_path = workdir / f"{self.region}.toml"
-        self.config_path.write_text(to_toml(cfg))
-        self.log_path = workdir / f"{self.region}.log"
-        self.loop = loop
-        self.timeout = timeout
-        self.proc: subprocess.Popen[str] | None = None
-        self.urls: dict[str, str] = {}
+        config = workdir / f"{self.region}.toml"
+        config.write_text(to_toml(cfg))
+        super().__init__(config, log=workdir / f"{self.region}.log", loop=loop,
+                         name=self.region, timeout=timeout)
         self.start()
-
-    def start(self) -> None:
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()  # a restart
-        log: IO[str] = self.log_path.open("a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "node", "--config", str(self.config_path),
-             "--loop", self.loop],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ))
-        log.close()
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + self.timeout
-        self.urls = {}
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] in ("ingest", "clients", "services", "fabric"):
-                self.urls[parts[0]] = parts[1]
-            if parts and parts[0] == "fabric":
-                return
-        self.kill()
-        raise RuntimeError(f"node {self.region} did not start; see {self.log_path}: "
-                           f"{self.log_path.read_text()[-2000:]}")
-
-    def status(self, timeout: float = 5.0) -> wire.StatusReply:
-        codec = ReplyCodec()
-        reply = codec.decode(request_blocking(
-            self.urls["services"], codec.encode(wire.StatusRequest(1, 1)), timeout=timeout))
-        assert isinstance(reply, wire.StatusReply)
-        return reply
-
-    def request(self, msg: Any, timeout: float = 5.0) -> Any:
-        codec = ReplyCodec()
-        return codec.decode(request_blocking(self.urls["services"], codec.encode(msg),
-                                             timeout=timeout))
 
     def wait_status(self, predicate: Any, *, timeout: float = 20.0, what: str = "") -> Any:
         """Poll the node's status until ``predicate(info, counters)`` holds."""
@@ -114,22 +68,6 @@ class NodeProcess:
             time.sleep(0.05)
         raise TimeoutError(f"{self.region}: {what} not reached; last status "
                            f"{reply.info if reply else None} {reply.counters if reply else None}")
-
-    def kill(self) -> None:
-        """kill -9."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def links_up(node: NodeProcess, peers: list[str]) -> bool:

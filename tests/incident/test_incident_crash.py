@@ -13,7 +13,7 @@ from gateway import wire
 from gateway.client import open_officer, open_producer
 from gateway.corebank import CoreBank
 from gateway.journal import connect, verify
-from gateway.soak import NodeProcess, register_keys
+from gateway.soak import SoakNode, register_keys
 from gateway.transport import open_dealer
 
 V = wire.PROTOCOL_VERSION
@@ -38,8 +38,8 @@ async def test_kill_between_approval_and_execution_executes_once_after_restart(
     oncall = tmp_path / "oncall.toml"
     oncall.write_text(oncall_toml(), encoding="utf-8")
     data = tmp_path / "data"
-    node = NodeProcess(data, name="crash-node", extra=f'[incident]\noncall = "{oncall}"\n')
-    await node.start()
+    node = SoakNode(data, name="crash-node", extra=f'[incident]\noncall = "{oncall}"\n')
+    await node.start_async()
     try:
         services = node.urls["services"]
         (alice_key, bob_key), _server = await register_keys(services, ["alice", "bob"])
@@ -53,7 +53,7 @@ async def test_kill_between_approval_and_execution_executes_once_after_restart(
             status = await bob.approve(request_id)
         assert status.request.state == "approved"  # durable; no executor is attached yet
         assert node.kill() == -9
-        await node.start()
+        await node.start_async()
         # after the restart: still frozen in scoring, and dispatched once an executor comes
         async with open_producer(node.urls["ingest"]) as producer:
             (d,) = await producer.score_many([wire.Transaction(
@@ -77,7 +77,7 @@ async def test_kill_between_approval_and_execution_executes_once_after_restart(
                 db.close()
             welcomes = bank.welcomes
             assert node.kill() == -9
-            await node.start()
+            await node.start_async()
             with anyio.fail_after(20):  # the executor re-attaches by its heartbeat
                 while bank.welcomes <= welcomes:
                     await anyio.sleep(0.02)
