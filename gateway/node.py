@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -48,7 +48,7 @@ from gateway.scoring import (
     ScoringEngine,
     parse_rules,
 )
-from gateway.store import Store
+from gateway.store import Store, ruleset_change
 from gateway.transport import RouterEndpoint, ZapAuthenticator
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class Node:
     def _open_engine(self) -> ScoringEngine:
         """Reinstate the kept rule sets (for rollback), then the configured file if new."""
         kept = self.store.live_rulesets()[-KEEP_AT_START:]
+        self._rules_version = self.store.next_ruleset_version() - 1  # the last one given
         engine: ScoringEngine | None = None
         for rs in kept:
             try:
@@ -132,13 +133,21 @@ class Node:
         if kept and kept[-1].source == source:
             assert engine is not None
             return engine
-        version = self.store.next_ruleset_version()
+        version = self._rules_version = self._rules_version + 1
         if engine is None:
             engine = ScoringEngine(source, filename, version=version)
         else:
             engine.load_rules(source, filename, version=version)
-        self.store.record_ruleset(version, filename, source, engine.info.rules, "live")
+        self._journal_rules("live", version, filename, source, engine.info.rules)
         return engine
+
+    def _journal_rules(self, what: str, version: int, filename: str, source: str,
+                       rules: int, answer: Callable[[], None] | None = None) -> None:
+        """A rule set installed or rolled back: a ``rules`` journal event with the kept
+        ``rulesets`` row, so rule changes are in the tamper-evident record and written by
+        the journal's connection only; ``answer`` once that is durable."""
+        body, writes = ruleset_change(what, version, filename, source, rules)
+        self.journal.append("rules", body, writes, on_durable=answer)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[Node] = anyio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -371,16 +380,19 @@ class Node:
                 return self._encode(wire.StatusReply(v, msg.rid, self.status_info(),
                                                      self.counters.snapshot()))
             if isinstance(msg, wire.RulesLoad):
-                return self._rules_load(msg)
+                self._rules_load(ident, msg)
+                return None
             if isinstance(msg, wire.RulesRollback):
-                current = self.engine.info.version
+                current = self.engine.info
                 with self._engine_lent():
                     info = self.engine.rollback()
-                self.store.retire_ruleset(current)
                 self.counters.inc("rules_rollbacks")
-                log.info("rules v%d rolled back; v%d live", current, info.version)
-                return self._encode(wire.RulesLoaded(v, msg.rid, info.version, info.rules,
-                                                     info.trusted_rules))
+                log.info("rules v%d rolled back; v%d live", current.version, info.version)
+                reply = self._encode(wire.RulesLoaded(v, msg.rid, info.version, info.rules,
+                                                      info.trusted_rules))
+                self._journal_rules("rollback", current.version, current.filename, "",
+                                    current.rules, self._service_answer(ident, reply))
+                return None
             if isinstance(msg, wire.ShadowReportRequest):
                 return self._encode(wire.ShadowReport(v, msg.rid, self.engine.shadow_report()))
             if isinstance(msg, wire.AlertSubmit):
@@ -501,22 +513,28 @@ class Node:
         else:
             yield self.engine
 
-    def _rules_load(self, msg: wire.RulesLoad) -> bytes:
-        version = self.store.next_ruleset_version()
+    def _service_answer(self, ident: bytes, body: bytes) -> Callable[[], None]:
+        services = self.endpoints[Endpoint.SERVICES]
+        return lambda: services.send_nowait(ident, body)
+
+    def _rules_load(self, ident: bytes, msg: wire.RulesLoad) -> None:
+        """Compile and install (live or shadow) at once; answered once the set is kept."""
+        version = self._rules_version + 1
         if msg.shadow:
             info = self.engine.load_shadow(msg.source, msg.filename, version=version)
-            self.store.record_ruleset(version, msg.filename, msg.source, info.rules, "shadow")
             self.counters.inc("rules_shadow_loads")
         else:
             if self.ingest is not None:  # decisions of the new version name their rules
                 self.ingest.register_rule_ids(version, parse_rules(msg.source, msg.filename).ids)
             info = self.engine.load_rules(msg.source, msg.filename, version=version)
-            self.store.record_ruleset(version, msg.filename, msg.source, info.rules, "live")
             self.counters.inc("rules_loads")
+        self._rules_version = version  # taken only by a set that compiled
         log.info("rules %s v%d loaded (%d rules)%s", msg.filename, info.version, info.rules,
                  " as shadow" if msg.shadow else "")
-        return self._encode(wire.RulesLoaded(wire.PROTOCOL_VERSION, msg.rid, info.version,
-                                             info.rules, info.trusted_rules, msg.shadow))
+        reply = self._encode(wire.RulesLoaded(wire.PROTOCOL_VERSION, msg.rid, info.version,
+                                              info.rules, info.trusted_rules, msg.shadow))
+        self._journal_rules("shadow" if msg.shadow else "live", version, msg.filename,
+                            msg.source, info.rules, self._service_answer(ident, reply))
 
     def status_info(self) -> dict[str, str]:
         cfg = self.config.node

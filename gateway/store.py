@@ -7,11 +7,16 @@ through :data:`MIGRATIONS`, applied in order and recorded in ``schema_version``.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+import msgspec
+
+from gateway.journal import Write
 
 MIGRATIONS: Final[list[str]] = [
     """
@@ -212,8 +217,40 @@ class StoredRuleSet:
     kind: str
 
 
+class RulesEvent(msgspec.Struct, array_like=True):
+    """The body of the journal's ``rules`` events: a rule set installed (``live``,
+    ``shadow``) or rolled back (``rollback``, naming the retired version)."""
+
+    what: str
+    version: int
+    filename: str
+    rules: int
+    source_blake2b: str  # BLAKE2b-256 of the rule file's text, hex ("" for a rollback)
+
+
+def ruleset_change(what: str, version: int, filename: str, source: str, rules: int,
+                   ) -> tuple[bytes, list[Write]]:
+    """A rule set's journal event and the ``rulesets`` row it keeps (for rollback and for
+    the next start), written in the event's transaction. ``what``: live, shadow or
+    rollback (then ``version`` is the retired one)."""
+    now_ms = int(time.time() * 1000)
+    if what == "rollback":
+        body = RulesEvent(what, version, filename, rules, "")
+        writes: list[Write] = [("UPDATE rulesets SET retired_ms = ? WHERE version = ?",
+                                (now_ms, version))]
+    else:
+        digest = hashlib.blake2b(source.encode(), digest_size=32).hexdigest()
+        body = RulesEvent(what, version, filename, rules, digest)
+        writes = [("INSERT INTO rulesets (version, filename, source, rules, loaded_ms, kind) "
+                   "VALUES (?,?,?,?,?,?)", (version, filename, source, rules, now_ms, what))]
+    return msgspec.msgpack.encode(body), writes
+
+
 class Store:
-    """Thin synchronous access to ``node.db``; owned by the node's event-loop thread."""
+    """Thin synchronous access to ``node.db``; owned by the node's event-loop thread. It
+    writes only at start (migrations, before the journal runs): while the node runs, the
+    journal's connection is the only writer, so no write on the loop waits for the lock
+    that an open journal group holds."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.dir = Path(data_dir)
@@ -236,30 +273,10 @@ class Store:
                 raise
             self.db.execute("COMMIT")
 
-    def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
     def next_ruleset_version(self) -> int:
+        """One above every kept rule set's version (read at start; the node counts on)."""
         row = self.db.execute("SELECT max(version) FROM rulesets").fetchone()
         return int(row[0] or 0) + 1
-
-    def record_ruleset(self, version: int, filename: str, source: str, rules: int,
-                       kind: str) -> None:
-        """Keep an installed rule set (durably, before the caller acknowledges it)."""
-        self.db.execute(
-            "INSERT INTO rulesets (version, filename, source, rules, loaded_ms, kind) "
-            "VALUES (?,?,?,?,?,?)",
-            (version, filename, source, rules, int(time.time() * 1000), kind),
-        )
-
-    def retire_ruleset(self, version: int) -> None:
-        """Mark a live set as rolled back: it is kept, but never reinstated at start."""
-        self.db.execute("UPDATE rulesets SET retired_ms = ? WHERE version = ?",
-                        (int(time.time() * 1000), version))
 
     def live_rulesets(self) -> list[StoredRuleSet]:
         """Live sets not rolled back, oldest first: the last one is the running set."""

@@ -3,16 +3,22 @@ versions kept across restarts, shadow report, trusted accounts."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
+import msgspec
 import pytest
-from nodeutil import running_node
+from nodeutil import running_node, wait_until
 
 from gateway import wire
 from gateway.codec import Endpoint
 from gateway.config import Config
+from gateway.journal import Journal
 from gateway.scoring import DEFAULT_RULES_PATH
+from gateway.store import RulesEvent
 from gateway.transport import open_dealer
 
 pytestmark = pytest.mark.anyio
@@ -118,3 +124,57 @@ async def test_trusted_load_and_bad_file(node_config: Config, tmp_path: Path) ->
 
 def test_default_rules_file_exists() -> None:
     assert Path(DEFAULT_RULES_PATH).is_file()
+
+
+async def test_rule_changes_never_wait_on_the_journals_lock(
+        node_config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule load and a rollback while the journal's commit holds node.db's write lock:
+    the node keeps serving (no second writer blocks its loop), each is answered once its
+    `rules` journal event (with the text's hash) is durable, and kept for the next start."""
+    gate = threading.Event()
+    held = threading.Event()
+    commit = Journal._commit
+
+    def slow_commit(self: Journal) -> None:
+        if not gate.is_set():
+            held.set()
+            gate.wait(10)
+        commit(self)
+
+    replies: dict[int, Any] = {}
+    async with running_node(node_config) as node:
+        first = node.engine.info.version
+        async with open_dealer(node.urls[Endpoint.SERVICES]) as conn:
+
+            async def ask(msg: Any) -> None:
+                replies[msg.rid] = await conn.request(msg, timeout=20)
+
+            async with anyio.create_task_group() as tg:
+                monkeypatch.setattr(Journal, "_commit", slow_commit)
+                tg.start_soon(ask, wire.AlertSubmit(1, 1, "k-1", wire.Severity.LOW, 42, "t",
+                                                    {}))
+                await wait_until(held.is_set, what="a commit holding the write lock")
+                tg.start_soon(ask, wire.RulesLoad(1, 2, SMALL, "small.toml"))
+                await wait_until(lambda: node.engine.info.version == first + 1,
+                                 what="the new set installed")
+                tg.start_soon(ask, wire.RulesLoad(1, 3, SMALL + "# two\n", "two.toml"))
+                await wait_until(lambda: node.engine.info.version == first + 2,
+                                 what="the second set installed")
+                tg.start_soon(ask, wire.RulesRollback(1, 4))
+                pong = await conn.request(wire.Ping(1, 5), timeout=5)  # the loop serves
+                assert isinstance(pong, wire.Pong) and not replies  # nothing durable yet
+                gate.set()
+        assert isinstance(replies[1], wire.AlertAccepted)
+        assert replies[2] == wire.RulesLoaded(1, 2, first + 1, 1, 0, False)
+        assert isinstance(replies[3], wire.RulesLoaded) and replies[3].version == first + 2
+        assert isinstance(replies[4], wire.RulesLoaded) and replies[4].version == first + 1
+        events = [msgspec.msgpack.decode(body, type=RulesEvent) for body, in
+                  node.store.db.execute("SELECT body FROM journal WHERE kind = 'rules'")]
+    digest = hashlib.blake2b(SMALL.encode(), digest_size=32).hexdigest()
+    assert [(e.what, e.version, e.filename) for e in events[-3:]] == [
+        ("live", first + 1, "small.toml"), ("live", first + 2, "two.toml"),
+        ("rollback", first + 2, "two.toml")]
+    assert events[-3].source_blake2b == digest
+    async with running_node(node_config) as node:  # v+2 rolled back: v+1 is live again
+        assert node.engine.info.version == first + 1
+        assert node.engine.info.filename == "small.toml"

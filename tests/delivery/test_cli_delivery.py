@@ -55,7 +55,7 @@ async def test_keys_alerts_and_journal_commands(tmp_path: Path, anyio_backend: o
     data = str(tmp_path / "data")
     assert await gateway("journal", "verify", "--data-dir", data, "--json") == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] and report["events"] == 3  # key, alert, revoke
+    assert report["ok"] and report["events"] == 4  # rules (at first start), key, alert, revoke
     db = sqlite3.connect(Path(data) / "node.db")
     db.execute("DROP TRIGGER journal_no_update")
     db.execute("UPDATE journal SET body = x'00' WHERE seq = 2")
