@@ -377,13 +377,14 @@ class AlertDesk:
         return officer, lane, self._assign(officer, lane, _Item(0, alert_id), writes)
 
     def add_room_event(self, officer: str, incident: int, rseq: int, body: bytes,
-                       writes: list[Write]) -> tuple[str, int, int]:
-        """Append a room event (encoded ``wire.RoomEvent``) to an officer's stream."""
+                       writes: list[Write], lane: wire.Lane = wire.Lane.HIGH,
+                       ) -> tuple[str, int, int]:
+        """Append a room event (encoded ``wire.RoomEvent``) to an officer's stream, on
+        ``lane`` (every event of one room on the same lane, so in order)."""
         self.remember_room_event(incident, rseq, body)
-        lane = int(wire.Lane.HIGH)
         item = _Item(0, incident, "room", rseq=rseq)
-        seq = self._assign(officer, lane, item, writes)
-        return officer, lane, seq
+        seq = self._assign(officer, int(lane), item, writes)
+        return officer, int(lane), seq
 
     def commit_items(self, assigned: Sequence[tuple[str, int, int]]) -> None:
         for officer, lane, seq in assigned:

@@ -13,7 +13,8 @@ commands, and keeps the case library. I/O shell around ``gateway.incident``.
   (signed webhook, SMTP), in a worker thread each; every attempt and reply is a room
   event and a ``pages`` row; a failing channel moves on to the step's next channel.
 - **Rooms**: every room event is journaled and appended to each member's stream (lane
-  high), so chat has the delivery guarantees of alerts; a late joiner gets the history.
+  critical for a critical incident, else high), so chat has the delivery guarantees of
+  alerts; a late joiner gets the history.
 - **Commands**: ``/freeze`` and friends are parsed and echoed; a confirmed request is
   journaled, approved by checkers other than the maker as the policy says, then a freeze
   takes effect in the node's own scoring at once and the command is dispatched to an
@@ -487,15 +488,18 @@ class IncidentDesk:
                   [inc.id, rseq, kind, actor, ts, body, self.journal.next_seq]))
         self.desk.remember_room_event(inc.id, rseq, body)
         assigned = []
+        # a critical incident's room overtakes the members' backlog of lesser alerts
+        lane = wire.Lane.CRITICAL if inc.severity == "critical" else wire.Lane.HIGH
         if history_for:
             for r in range(inc.delivered.get(history_for, 0) + 1, rseq):
                 old = self.desk.room_event(inc.id, r)
                 if old is None:  # cannot happen while the database is intact
                     log.error("incident %d room event %d missing", inc.id, r)
                     continue
-                assigned.append(self.desk.add_room_event(history_for, inc.id, r, old, w))
+                assigned.append(self.desk.add_room_event(history_for, inc.id, r, old, w,
+                                                         lane))
         for officer in inc.members:
-            assigned.append(self.desk.add_room_event(officer, inc.id, rseq, body, w))
+            assigned.append(self.desk.add_room_event(officer, inc.id, rseq, body, w, lane))
             inc.delivered[officer] = rseq
 
         def durable() -> None:

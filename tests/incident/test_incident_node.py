@@ -320,3 +320,35 @@ async def test_a_page_cut_short_by_a_stop_is_sent_after_the_restart(
 def _room_texts(node: Node) -> list[tuple[str, str]]:
     return [(str(k), msgspec.msgpack.decode(b, type=wire.RoomEvent).text) for k, b in
             node.store.db.execute("SELECT kind, body FROM room_events ORDER BY rseq")]
+
+
+async def test_a_critical_rooms_events_overtake_a_backlog_of_lesser_alerts(
+        node_config: Config, tmp_path: Path) -> None:
+    """alice is offline while 60 high alerts (one high incident) pile up in her stream,
+    then a critical alert opens a second incident: when she attaches, the critical room
+    comes on lane 0 before any of the backlog; the high room stays on lane 1, in order."""
+    cfg = with_oncall(node_config, tmp_path, oncall_toml())
+    async with running_node(cfg) as node:
+        alice_key = await register_officer(node, "alice")
+        for i in range(60):
+            await submit(node, f"bulk-{i}")
+        await submit(node, "crit-1", ACCOUNT + 1, wire.Severity.CRITICAL)
+        await wait_until(lambda: node.counters.get("incidents_opened") == 2,
+                         what="both incidents open")
+        items: list[Any] = []
+        async with open_officer(alice_key, device="phone") as alice:
+            with anyio.fail_after(10):
+                while not any(isinstance(i, wire.RoomPush) and i.event.kind == "page"
+                              and i.lane == wire.Lane.HIGH for i in items):
+                    items.append(await alice.next())
+    rooms = [i for i in items if isinstance(i, wire.RoomPush)]
+    critical = {r.event.incident for r in rooms if r.lane == wire.Lane.CRITICAL}
+    high = {r.event.incident for r in rooms if r.lane == wire.Lane.HIGH}
+    assert len(critical) == 1 and len(high) == 1 and critical != high
+    first_high = next(n for n, i in enumerate(items) if i.lane != wire.Lane.CRITICAL)
+    assert all(i.lane == wire.Lane.CRITICAL for i in items[:first_high])
+    assert any(isinstance(i, wire.RoomPush) and i.event.kind == "opened"
+               for i in items[:first_high])  # the critical room before any backlog
+    for lane in (wire.Lane.CRITICAL, wire.Lane.HIGH):
+        rseqs = [r.event.rseq for r in rooms if r.lane == lane]
+        assert rseqs == sorted(rseqs) and rseqs[0] == 1
