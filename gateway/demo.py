@@ -9,7 +9,6 @@ to the node over real ZeroMQ sockets, exactly as external ones would.
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import msgspec
 from anyio.streams.text import TextReceiveStream
 from rich.console import Console, Group
 from rich.live import Live
@@ -30,7 +30,7 @@ from gateway.codec import Endpoint
 from gateway.config import Config, EndpointsSection, IncidentSection, NodeSection
 from gateway.counters import LatencyHistogram
 from gateway.demo_incident import SceneReport, run_scene, scene_secret, write_oncall
-from gateway.errors import GatewayError
+from gateway.demo_producer import PaymentReport
 from gateway.incident.receivers import SmtpReceiver, WebhookReceiver
 from gateway.node import Node
 from gateway.runtime import Loop, run
@@ -40,16 +40,8 @@ from gateway.scoring import TransactionGenerator, write_trusted_file
 @dataclass
 class DemoStats:
     # from the payment system's process (gateway.demo_producer)
-    sent: int = 0
-    decided: int = 0
-    errors: int = 0
-    failed: int = 0  # transactions in requests that got no decision
-    busy: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    paths: dict[str, int] = field(default_factory=dict)
-    rt_p50_ms: float = 0.0
-    rt_p99_ms: float = 0.0
-    producer_done: bool = False
+    payments: PaymentReport = field(default_factory=PaymentReport)
+    payments_exit: int | None = None  # its exit status if it ended before it was done
     # the officers' apps, in this process
     alerts_received: int = 0
     acknowledged: int = 0
@@ -73,28 +65,23 @@ async def _payments(url: str, seconds: float, rate: int, seed: int, loop: Loop,
                                         stderr=None) as proc:
         assert proc.stdout is not None
         pending = ""
+        decode = msgspec.json.Decoder(PaymentReport).decode
         try:
             async for chunk in TextReceiveStream(proc.stdout):
                 *lines, pending = (pending + chunk).split("\n")
                 for raw in filter(None, lines):
-                    report = json.loads(raw)
-                    for key in ("sent", "decided", "errors", "failed", "busy", "outcomes",
-                                "paths", "rt_p50_ms", "rt_p99_ms"):
-                        setattr(stats, key, report[key])
+                    report = stats.payments = decode(raw)
                     # the stream's own clock: the process's start-up is not payment time
-                    stats.started = time.monotonic() - report["elapsed_s"]
-                    if report["done"]:
-                        stats.producer_done = True
-                        stats.finished = stats.started + report["elapsed_s"]
+                    stats.started = time.monotonic() - report.elapsed_s
+                    if report.done:
+                        stats.finished = stats.started + report.elapsed_s
         finally:
             with anyio.CancelScope(shield=True):
                 if proc.returncode is None:
                     proc.terminate()
                 await proc.wait()
-    if not stats.producer_done:
-        stats.errors += 1
-        raise GatewayError(f"the demo's payment system exited with status {proc.returncode} "
-                           "before it was done")
+    if not stats.payments.done:
+        stats.payments_exit = proc.returncode
 
 
 async def _officer(node: Node, name: str, stats: DemoStats, ready: anyio.Event) -> None:
@@ -121,29 +108,30 @@ async def _officer(node: Node, name: str, stats: DemoStats, ready: anyio.Event) 
 
 def _table(stats: DemoStats, node: Node, seconds: float) -> Table:
     elapsed = stats.elapsed()
+    pay = stats.payments
     table = Table(title=f"risk-gateway demo  {elapsed:5.1f} / {seconds:g} s", min_width=60)
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("payments sent", f"{stats.sent:,}")
-    table.add_row("decisions", f"{stats.decided:,}")
-    table.add_row("throughput", f"{stats.decided / elapsed if elapsed else 0:,.0f} tx/s")
+    table.add_row("payments sent", f"{pay.sent:,}")
+    table.add_row("decisions", f"{pay.decided:,}")
+    table.add_row("throughput", f"{pay.decided / elapsed if elapsed else 0:,.0f} tx/s")
     for outcome in ("allow", "step_up", "block", "block_and_freeze"):
-        table.add_row(f"  {outcome}", f"{stats.outcomes.get(outcome, 0):,}")
+        table.add_row(f"  {outcome}", f"{pay.outcomes.get(outcome, 0):,}")
     for path in ("trusted", "full"):
-        table.add_row(f"  {path} path", f"{stats.paths.get(path, 0):,}")
+        table.add_row(f"  {path} path", f"{pay.paths.get(path, 0):,}")
     table.add_row("alerts received by officers", f"{stats.alerts_received:,}")
     for sev in ("critical", "high", "medium", "low"):
         if stats.alerts_by_severity.get(sev):
             table.add_row(f"  {sev}", f"{stats.alerts_by_severity[sev]:,}")
     table.add_row("request round trip p50 / p99",
-                  f"{stats.rt_p50_ms:.2f} / {stats.rt_p99_ms:.2f} ms")
+                  f"{pay.rt_p50_ms:.2f} / {pay.rt_p99_ms:.2f} ms")
     al = stats.alert_latency
     table.add_row("decision -> officer p50 / p99",
                   f"{al.percentile_us(0.5) / 1000:.2f} / {al.percentile_us(0.99) / 1000:.2f} ms")
     info = node.status_info()
     table.add_row(f"node service time p50 / p99 ({info['ingest']})",
                   f"{info['score_p50_us']} / {info['score_p99_us']} us")
-    table.add_row("errors / busy replies", f"{stats.errors} / {stats.busy}")
+    table.add_row("errors / busy replies", f"{pay.errors} / {pay.busy}")
     return table
 
 
@@ -206,7 +194,8 @@ async def _demo(seconds: float, rate: int, officers: int, seed: int, live: bool,
                             await done.wait()
                         if stats.elapsed() - last >= 1.0 and not done.is_set():
                             last = stats.elapsed()
-                            console.print(f"{last:5.1f}s  {stats.decided:,} decisions, "
+                            decided = stats.payments.decided
+                            console.print(f"{last:5.1f}s  {decided:,} decisions, "
                                           f"{stats.alerts_received:,} alerts")
             # let the last alerts reach the officers, then stop
             with anyio.move_on_after(1.0):
@@ -231,21 +220,22 @@ def _alerts_raised(node: Node) -> int:
 
 def _summary(stats: DemoStats, console: Console) -> None:
     elapsed = stats.elapsed()
+    pay = stats.payments
     lines = [
         "summary",
-        f"  payments scored        {stats.decided:,} in {elapsed:.1f} s "
-        f"({stats.decided / elapsed if elapsed else 0:,.0f} tx/s)",
+        f"  payments scored        {pay.decided:,} in {elapsed:.1f} s "
+        f"({pay.decided / elapsed if elapsed else 0:,.0f} tx/s)",
         "  decisions              " + ", ".join(
-            f"{k} {v:,}" for k, v in sorted(stats.outcomes.items())),
+            f"{k} {v:,}" for k, v in sorted(pay.outcomes.items())),
         "  paths                  " + ", ".join(
-            f"{k} {v:,}" for k, v in sorted(stats.paths.items())),
+            f"{k} {v:,}" for k, v in sorted(pay.paths.items())),
         f"  alerts to officers     {stats.alerts_received:,} "
         f"(p50 {stats.alert_latency.percentile_us(0.5) / 1000:.2f} ms, "
         f"p99 {stats.alert_latency.percentile_us(0.99) / 1000:.2f} ms)",
         f"  critical acknowledged  {stats.acknowledged:,} (journaled, synced to all devices)",
-        f"  round trip             p50 {stats.rt_p50_ms:.2f} ms, "
-        f"p99 {stats.rt_p99_ms:.2f} ms (the payment system's requests)",
-        f"  errors                 {stats.errors}, busy replies {stats.busy}",
+        f"  round trip             p50 {pay.rt_p50_ms:.2f} ms, "
+        f"p99 {pay.rt_p99_ms:.2f} ms (the payment system's requests)",
+        f"  errors                 {pay.errors}, busy replies {pay.busy}",
     ]
     sc = stats.scene
     if sc is not None:
@@ -267,8 +257,13 @@ def run_demo(*, seconds: float = 10.0, rate: int = 20_000, officers: int = 3, se
     live = live and console.is_terminal
     stats = run(_demo, seconds, rate, officers, seed, live, console, loop, loop=loop)
     _summary(stats, console)
-    ok = stats.errors == 0 and stats.decided == stats.sent and stats.decided > 0
-    if not ok:
+    pay = stats.payments
+    ok = pay.errors == 0 and pay.decided == pay.sent and pay.decided > 0
+    if stats.payments_exit is not None:
+        console.print(f"[red]demo failed: the payment system exited with status "
+                      f"{stats.payments_exit} before it was done (its error is above)[/]")
+        ok = False
+    elif not ok:
         console.print("[red]demo failed: not every payment got a decision[/]")
     if stats.scene is None or not stats.scene.alert_to_freeze_ms:
         console.print("[red]demo failed: the incident scene did not freeze the account[/]")

@@ -11,14 +11,13 @@ core, as in production, where payment systems are not the node.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
+import msgspec
 
 from gateway import wire
 from gateway.counters import LatencyHistogram
@@ -31,6 +30,22 @@ BATCH = 64  # transactions per request (every 7th request carries one)
 MAX_IN_FLIGHT = 64  # requests awaiting their reply
 REPORT_S = 0.25
 DRAIN_S = 15.0  # after the stream, at most this long for the last replies
+
+
+class PaymentReport(msgspec.Struct):
+    """One line of the producer's output (JSON): its counts so far."""
+
+    sent: int = 0
+    decided: int = 0
+    errors: int = 0
+    failed: int = 0  # transactions in requests that got no decision
+    busy: int = 0
+    outcomes: dict[str, int] = {}
+    paths: dict[str, int] = {}
+    rt_p50_ms: float = 0.0  # request round trip
+    rt_p99_ms: float = 0.0
+    elapsed_s: float = 0.0  # since the stream began (until every request was answered)
+    done: bool = False
 
 
 @dataclass
@@ -46,14 +61,12 @@ class ProducerStats:
     started: float = field(default_factory=time.monotonic)
     finished: float = 0.0  # once every request is answered
 
-    def report(self, *, done: bool = False) -> dict[str, Any]:
+    def report(self, *, done: bool = False) -> PaymentReport:
         rt = self.round_trip
-        elapsed = (self.finished or time.monotonic()) - self.started
-        return {"sent": self.sent, "decided": self.decided, "errors": self.errors,
-                "failed": self.failed, "busy": self.busy, "outcomes": self.outcomes,
-                "paths": self.paths, "rt_p50_ms": rt.percentile_us(0.5) / 1000,
-                "rt_p99_ms": rt.percentile_us(0.99) / 1000, "elapsed_s": elapsed,
-                "done": done}
+        return PaymentReport(self.sent, self.decided, self.errors, self.failed, self.busy,
+                             dict(self.outcomes), dict(self.paths),
+                             rt.percentile_us(0.5) / 1000, rt.percentile_us(0.99) / 1000,
+                             (self.finished or time.monotonic()) - self.started, done)
 
 
 async def produce(conn: DealerConnection, gen: TransactionGenerator, stats: ProducerStats,
@@ -103,7 +116,7 @@ async def produce(conn: DealerConnection, gen: TransactionGenerator, stats: Prod
 
 
 async def _main(url: str, rate: int, seconds: float, seed: int,
-                emit: Callable[[dict[str, Any]], None]) -> None:
+                emit: Callable[[PaymentReport], None]) -> None:
     stats = ProducerStats()
     gen = TransactionGenerator(seed=seed)
     async with open_dealer(url) as conn, anyio.create_task_group() as tg:
@@ -132,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loop", choices=LOOPS, default="uvloop", help="event loop")
     args = p.parse_args(argv)
 
-    def emit(report: dict[str, Any]) -> None:
-        print(json.dumps(report), flush=True)
+    def emit(report: PaymentReport) -> None:
+        sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
+        sys.stdout.flush()
 
     loop: Loop = args.loop
     run(_main, args.url, args.rate, args.seconds, args.seed, emit, loop=loop)
