@@ -54,6 +54,7 @@ from gateway.incident._commands import (
     Command,
     CommandSyntaxError,
     Policy,
+    Rule,
     VoteRefused,
     check_command,
     parse_command,
@@ -618,16 +619,23 @@ class IncidentDesk:
                                 f"/{cmd.name} (issuers: {', '.join(sorted(rule.issuers))})",
                                 rid)
 
-    def _echo(self, inc: Incident, officer: str, roles: frozenset[str],
-              msg: wire.Say) -> bytes:
+    def _vetted(self, make: Callable[[], Command], officer: str, roles: frozenset[str],
+                rid: int) -> tuple[Command, Rule]:
+        """The command ``make`` builds, checked (syntax, the officer's right to issue it),
+        and its policy rule; typed refusals otherwise."""
         try:
-            cmd = parse_command(msg.text)
+            cmd = make()
         except CommandSyntaxError as exc:
             self.counters.inc("commands_syntax_errors")
-            raise ProtocolError(ErrorCode.INVALID, str(exc), msg.rid) from None
-        self._allowed(cmd, officer, roles, msg.rid)
+            raise ProtocolError(ErrorCode.INVALID, str(exc), rid) from None
+        self._allowed(cmd, officer, roles, rid)
         rule = self.policy.rule(cmd.name)
         assert rule is not None
+        return cmd, rule
+
+    def _echo(self, inc: Incident, officer: str, roles: frozenset[str],
+              msg: wire.Say) -> bytes:
+        cmd, rule = self._vetted(lambda: parse_command(msg.text), officer, roles, msg.rid)
         return self._encode(wire.CommandEcho(
             wire.PROTOCOL_VERSION, msg.rid, inc.id, cmd.name, cmd.account, cmd.amount,
             cmd.reason, cmd.text(), rule.approvals, sorted(rule.approvers), rule.expires_s))
@@ -698,14 +706,9 @@ class IncidentDesk:
                 return None
             return self._encode(wire.CommandStatus(v, msg.rid, info, True))
         inc = self._member_incident(officer, msg.incident, msg.rid)
-        try:
-            cmd = check_command(Command(msg.command, msg.account, msg.amount, msg.reason))
-        except CommandSyntaxError as exc:
-            self.counters.inc("commands_syntax_errors")
-            raise ProtocolError(ErrorCode.INVALID, str(exc), msg.rid) from None
-        self._allowed(cmd, officer, roles, msg.rid)
-        rule = self.policy.rule(cmd.name)
-        assert rule is not None
+        cmd, rule = self._vetted(
+            lambda: check_command(Command(msg.command, msg.account, msg.amount, msg.reason)),
+            officer, roles, msg.rid)
         now = self._clock_ns()
         rid = self._next_request
         self._next_request += 1
