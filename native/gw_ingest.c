@@ -207,13 +207,18 @@ static void put_decision(struct gw_ingest *ing, struct gw_mp_writer *w, uint32_t
     gw_mp_put_uint(w, d->version);
 }
 
-static void put_decisions(struct gw_ingest *ing, struct gw_mp_writer *w, uint64_t rid,
-                          uint32_t n) {
+/* The head of a `scored` reply: [tag, version, rid, [n decisions follow]]. */
+static void put_scored_head(struct gw_mp_writer *w, uint64_t rid, uint32_t n) {
     gw_mp_put_array(w, 4);
     put_lit(w, "scored");
     gw_mp_put_uint(w, 1);
     gw_mp_put_uint(w, rid);
     gw_mp_put_array(w, n);
+}
+
+static void put_decisions(struct gw_ingest *ing, struct gw_mp_writer *w, uint64_t rid,
+                          uint32_t n) {
+    put_scored_head(w, rid, n);
     const struct rule_table *tab = NULL;
     uint32_t tab_version = 0;
     for (uint32_t i = 0; i < n; i++) put_decision(ing, w, i, &tab, &tab_version);
@@ -904,11 +909,7 @@ static void complete(struct gw_ingest *ing, const uint8_t *body, size_t len,
     ing->st.decisions += m;
     ing->fst.completed++;
     ing->fst.completed_local += m;
-    gw_mp_put_array(w, 4);
-    put_lit(w, "scored");
-    gw_mp_put_uint(w, 1);
-    gw_mp_put_uint(w, rid);
-    gw_mp_put_array(w, n);
+    put_scored_head(w, rid, n);
     const struct rule_table *tab = NULL;
     uint32_t tab_version = 0;
     const uint8_t *blob = blobs;
